@@ -1,0 +1,27 @@
+//! saguaro-engine: the portable core of Saguaro.
+//!
+//! It runs LiquidAI LFM2 models from bytes: no file or network I/O and no required threads,
+//! so the same code serves the native host, WebAssembly in browsers and Node, and the WASI
+//! component. See `shared/design.md` for the contracts this crate keeps:
+//! bytes in (no I/O), the same answer everywhere (canonical f32 reduction order, `libm`
+//! transcendentals), a kernel table that hosts may override, and errors instead of panics.
+//!
+//! Layout:
+//! - [`config`]: config.json parsing with every LFM2 rule.
+//! - [`weights`]: reading tensors from safetensors bytes (single or sharded).
+//! - [`kernels`]: the kernel table and its scalar definitions.
+//! - [`math`]: RMSNorm, RoPE, softmax, SiLU: the small f32 operations of the forward pass.
+//! - [`model`]: weights as the model sees them, the decode state and the forward pass.
+//! - [`generate`]: token generation loops over the forward pass.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kernels;
+pub mod math;
+pub mod model;
+pub mod weights;
+
+pub use config::{LayerKind, Lfm2Config, MoeConfig};
+pub use error::{Error, Result};
+pub use model::{LogitsMode, Model, State};

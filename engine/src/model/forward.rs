@@ -1,0 +1,240 @@
+//! The LFM2 forward pass over T new tokens (T = prompt length for prefill, 1 for decode).
+//!
+//! ```text
+//! h = E[ids]
+//! for each layer: h += Mixer(RMSNorm(h)); h += FFN(RMSNorm(h))
+//! logits = RMSNorm(h; embedding_norm) @ E^T
+//! ```
+//! Every per-token computation is the same whether tokens arrive together or one by one
+//! (each output row is its own dot product in the canonical order), so batched prefill and
+//! incremental decode give bit-identical logits.
+
+use super::{AttentionBlock, ConvBlock, FeedForward, LayerState, Mixer, Model, State};
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+use crate::math::{rms_norm, rms_norm_rows_inplace, silu, softmax_inplace, Rope};
+
+/// Which logits the forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// One row per input token: `[T, V]`.
+    All,
+    /// Only the last token's row: `[V]` (prefill before sampling).
+    Last,
+    /// None (prefill whose logits nobody reads).
+    None,
+}
+
+impl Model {
+    /// Runs `tokens` through the model after the `state.pos` tokens already in `state`,
+    /// appends them to the state and returns the logits asked for.
+    ///
+    /// Input is validated before the state is touched: on error the state is unchanged.
+    pub fn forward(&self, state: &mut State, tokens: &[u32], mode: LogitsMode) -> Result<Vec<f32>> {
+        self.check_tokens(tokens)?;
+        if state.layers.len() != self.layers.len() {
+            return Err(Error::Input("the state belongs to a different model".into()));
+        }
+        let max = self.config.max_position_embeddings;
+        if state.pos + tokens.len() > max {
+            return Err(Error::ContextFull(format!(
+                "{} cached + {} new tokens exceed the context of {max}",
+                state.pos,
+                tokens.len()
+            )));
+        }
+
+        let k = &self.kernels;
+        let cfg = &self.config;
+        let (t, d) = (tokens.len(), cfg.hidden_size);
+
+        // h: [T, D] residual stream, starting from the embedding rows (no scaling).
+        let mut h = vec![0.0f32; t * d];
+        for (row, &tok) in h.chunks_exact_mut(d).zip(tokens) {
+            let start = tok as usize * d;
+            row.copy_from_slice(&self.embedding.weight[start..start + d]);
+        }
+
+        let mut normed = vec![0.0f32; t * d]; // [T, D]
+        let mut delta = vec![0.0f32; t * d]; // [T, D] output of a mixer or FFN
+        for (layer, layer_state) in self.layers.iter().zip(state.layers.iter_mut()) {
+            normed.copy_from_slice(&h);
+            rms_norm_rows_inplace(k, &mut normed, &layer.operator_norm, cfg.norm_eps);
+            match (&layer.mixer, layer_state) {
+                (Mixer::Conv(block), LayerState::Conv { tail }) => {
+                    conv_forward(k, block, tail, &normed, t, d, &mut delta)
+                }
+                (Mixer::Attention(block), LayerState::Attention { keys, values }) => {
+                    attention_forward(self, block, keys, values, state.pos, &normed, t, &mut delta)
+                }
+                _ => unreachable!("State::new builds one state per layer of the same kind"),
+            }
+            add_inplace(&mut h, &delta);
+
+            normed.copy_from_slice(&h);
+            rms_norm_rows_inplace(k, &mut normed, &layer.ffn_norm, cfg.norm_eps);
+            ffn_forward(k, &layer.ffn, &normed, t, &mut delta);
+            add_inplace(&mut h, &delta);
+        }
+        state.pos += t;
+
+        let rows: &[f32] = match mode {
+            LogitsMode::None => return Ok(Vec::new()),
+            LogitsMode::All => &h,
+            LogitsMode::Last => &h[(t - 1) * d..],
+        };
+        let n = rows.len() / d;
+        let mut final_h = vec![0.0f32; rows.len()];
+        for (src, dst) in rows.chunks_exact(d).zip(final_h.chunks_exact_mut(d)) {
+            rms_norm(k, src, &self.final_norm, cfg.norm_eps, dst);
+        }
+        let head = self.head();
+        let mut logits = vec![0.0f32; n * head.rows];
+        head.forward(k, &final_h, &mut logits);
+        Ok(logits)
+    }
+}
+
+fn add_inplace(acc: &mut [f32], x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+fn add_bias_rows(x: &mut [f32], bias: &Option<Vec<f32>>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            add_inplace(row, b);
+        }
+    }
+}
+
+/// Gated short convolution over T tokens; `tail` [L-1, D] carries the previous `B*x` rows.
+fn conv_forward(
+    k: &Kernels,
+    block: &ConvBlock,
+    tail: &mut [f32],
+    u: &[f32],
+    t: usize,
+    d: usize,
+    out: &mut [f32],
+) {
+    // BCx: [T, 3D], split along features as B | C | x.
+    let mut bcx = vec![0.0f32; t * 3 * d];
+    block.in_proj.forward(k, u, &mut bcx);
+    add_bias_rows(&mut bcx, &block.in_bias);
+
+    // window: [L-1 + T, D] = previous tail rows, then this call's B*x rows.
+    let taps_n = block.taps.len() / d; // L
+    let hist = taps_n - 1;
+    let mut window = vec![0.0f32; (hist + t) * d];
+    window[..hist * d].copy_from_slice(tail);
+    for (row, w) in bcx.chunks_exact(3 * d).zip(window[hist * d..].chunks_exact_mut(d)) {
+        let (b, x) = (&row[..d], &row[2 * d..]);
+        for c in 0..d {
+            w[c] = b[c] * x[c];
+        }
+    }
+
+    // y[t][c] = C[t][c] * (sum_j taps[c][j] * window[t + j][c] + conv_bias[c])
+    let mut y = vec![0.0f32; t * d];
+    for ti in 0..t {
+        let c_gate = &bcx[ti * 3 * d + d..ti * 3 * d + 2 * d];
+        for c in 0..d {
+            let taps = &block.taps[c * taps_n..(c + 1) * taps_n];
+            let mut acc = 0.0f32;
+            for (j, &tap) in taps.iter().enumerate() {
+                acc += tap * window[(ti + j) * d + c];
+            }
+            if let Some(bias) = &block.conv_bias {
+                acc += bias[c];
+            }
+            y[ti * d + c] = c_gate[c] * acc;
+        }
+    }
+    tail.copy_from_slice(&window[t * d..]);
+
+    block.out_proj.forward(k, &y, out);
+    add_bias_rows(out, &block.out_bias);
+}
+
+/// Attention over T new tokens at positions `pos..pos+T`, appending to the KV cache.
+#[allow(clippy::too_many_arguments)]
+fn attention_forward(
+    model: &Model,
+    block: &AttentionBlock,
+    keys: &mut Vec<f32>,
+    values: &mut Vec<f32>,
+    pos: usize,
+    u: &[f32],
+    t: usize,
+    out: &mut [f32],
+) {
+    let k = &model.kernels;
+    let cfg = &model.config;
+    let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let group = heads / kv_heads;
+    let kv_width = kv_heads * hd;
+
+    let mut q = vec![0.0f32; t * heads * hd]; // [T, H, hd]
+    let mut new_k = vec![0.0f32; t * kv_width]; // [T, KV, hd]
+    let mut new_v = vec![0.0f32; t * kv_width]; // [T, KV, hd]
+    block.q_proj.forward(k, u, &mut q);
+    block.k_proj.forward(k, u, &mut new_k);
+    block.v_proj.forward(k, u, &mut new_v);
+
+    // QK-norm per head, then RoPE at each token's absolute position.
+    rms_norm_rows_inplace(k, &mut q, &block.q_norm, cfg.norm_eps);
+    rms_norm_rows_inplace(k, &mut new_k, &block.k_norm, cfg.norm_eps);
+    let (mut cos, mut sin) = (vec![0.0f32; hd / 2], vec![0.0f32; hd / 2]);
+    for ti in 0..t {
+        model.rope.angles(pos + ti, &mut cos, &mut sin);
+        for head in q[ti * heads * hd..(ti + 1) * heads * hd].chunks_exact_mut(hd) {
+            Rope::apply(head, &cos, &sin);
+        }
+        for head in new_k[ti * kv_width..(ti + 1) * kv_width].chunks_exact_mut(hd) {
+            Rope::apply(head, &cos, &sin);
+        }
+    }
+    keys.extend_from_slice(&new_k);
+    values.extend_from_slice(&new_v);
+
+    // softmax(q k^T * scale + causal mask) v, per query head; head h reads kv head h / group.
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let mut attn = vec![0.0f32; t * heads * hd]; // [T, H, hd]
+    let mut scores = Vec::with_capacity(pos + t);
+    for ti in 0..t {
+        let visible = pos + ti + 1; // causal: positions 0..=pos+ti
+        for head in 0..heads {
+            let kvh = head / group;
+            let qh = &q[(ti * heads + head) * hd..][..hd];
+            scores.clear();
+            for s in 0..visible {
+                let ks = &keys[(s * kv_heads + kvh) * hd..][..hd];
+                scores.push((k.dot_f32)(qh, ks) * scale);
+            }
+            softmax_inplace(&mut scores);
+            let o = &mut attn[(ti * heads + head) * hd..][..hd];
+            for (s, &p) in scores.iter().enumerate() {
+                let vs = &values[(s * kv_heads + kvh) * hd..][..hd];
+                for (oi, &vi) in o.iter_mut().zip(vs) {
+                    *oi += p * vi;
+                }
+            }
+        }
+    }
+    block.out_proj.forward(k, &attn, out);
+}
+
+/// SwiGLU FFN: `w2(silu(w1 u) * w3 u)`.
+fn ffn_forward(k: &Kernels, ffn: &FeedForward, u: &[f32], t: usize, out: &mut [f32]) {
+    let f = ffn.w1.rows;
+    let mut gate = vec![0.0f32; t * f]; // [T, F]
+    let mut up = vec![0.0f32; t * f]; // [T, F]
+    ffn.w1.forward(k, u, &mut gate);
+    ffn.w3.forward(k, u, &mut up);
+    for (g, &u) in gate.iter_mut().zip(&up) {
+        *g = silu(*g) * u;
+    }
+    ffn.w2.forward(k, &gate, out);
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the cross-surface tests: where the fixtures live and what their
+//! reference outputs (computed by transformers, see fixtures/make_fixtures.py) contain.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Absolute tolerance on logits against transformers (logits are of order 1-10).
+pub const LOGIT_TOLERANCE: f32 = 1e-4;
+
+/// Every fixture model folder, by name.
+pub const FIXTURES: &[&str] = &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy"];
+
+/// The folder holding the fixtures.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// One fixture's model folder.
+pub fn fixture_path(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// `reference.json` of a fixture, as written by transformers.
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub description: String,
+    pub transformers_version: String,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Logits of each prompt position from one batched forward pass, `[P][V]`.
+    pub prompt_logits: Vec<Vec<f32>>,
+    /// Greedy continuation (16 ids) from `model.generate` with the cache.
+    pub greedy: Vec<u32>,
+    /// Logits of each position of `prompt + greedy[..15]` from one batched pass.
+    pub full_logits: Vec<Vec<f32>>,
+}
+
+impl Reference {
+    pub fn load(name: &str) -> Reference {
+        let path = fixture_path(name).join("reference.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// `prompt + greedy[..len-1]`: the sequence whose logits are `full_logits`.
+    pub fn full_sequence(&self) -> Vec<u32> {
+        let mut seq = self.prompt.clone();
+        seq.extend_from_slice(&self.greedy[..self.greedy.len() - 1]);
+        seq
+    }
+}
+
+/// Largest absolute difference between two logit rows; panics on length mismatch.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "row lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Asserts that each row of `got` ([rows * V] flat) is within `LOGIT_TOLERANCE` of `want`.
+pub fn assert_rows_close(what: &str, got: &[f32], want: &[Vec<f32>]) {
+    let vocab = want[0].len();
+    assert_eq!(got.len(), want.len() * vocab, "{what}: wrong number of logits");
+    for (i, (g, w)) in got.chunks_exact(vocab).zip(want).enumerate() {
+        let diff = max_abs_diff(g, w);
+        assert!(diff <= LOGIT_TOLERANCE, "{what}: position {i} differs from transformers by {diff}");
+    }
+}
