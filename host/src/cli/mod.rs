@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+
 pub use run::{GenerateArgs, LogitsArgs};
 
 /// Saguaro: LFM2 language models on the CPUs people already have.
@@ -26,7 +27,14 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error (help and --version exit 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Command::Logits(args) => run::logits(args),
         Command::Generate(args) => run::generate(args),
