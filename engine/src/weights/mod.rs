@@ -25,12 +25,14 @@ impl DType {
     }
 }
 
-/// A tensor as stored: dtype, shape and its little-endian bytes (borrowed from the source).
+/// A tensor as stored: dtype, shape and its little-endian bytes, borrowed from the source
+/// (safetensors) or owned when the source had to decode them (e.g. GGUF Q8_0 blocks
+/// dequantized to f32).
 #[derive(Debug, Clone)]
 pub struct RawTensor<'a> {
     pub dtype: DType,
     pub shape: Vec<usize>,
-    pub bytes: &'a [u8],
+    pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 impl RawTensor<'_> {

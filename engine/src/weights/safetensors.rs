@@ -79,7 +79,7 @@ impl TensorSource for SafetensorsSource<'_> {
                 view.data().len()
             )));
         }
-        Ok(Some(RawTensor { dtype, shape, bytes: view.data() }))
+        Ok(Some(RawTensor { dtype, shape, bytes: std::borrow::Cow::Borrowed(view.data()) }))
     }
 }
 
