@@ -15,10 +15,14 @@
 //! - [`generate`]: token generation loops over the forward pass.
 
 pub mod config;
+pub mod convert;
 pub mod error;
+pub mod format;
 pub mod generate;
 pub mod kernels;
 pub mod math;
+pub mod quant;
+pub mod storage;
 pub mod model;
 pub mod weights;
 

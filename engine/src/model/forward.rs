@@ -51,8 +51,7 @@ impl Model {
         // h: [T, D] residual stream, starting from the embedding rows (no scaling).
         let mut h = vec![0.0f32; t * d];
         for (row, &tok) in h.chunks_exact_mut(d).zip(tokens) {
-            let start = tok as usize * d;
-            row.copy_from_slice(&self.embedding.weight[start..start + d]);
+            self.embedding.row(tok as usize, row);
         }
 
         let mut normed = vec![0.0f32; t * d]; // [T, D]

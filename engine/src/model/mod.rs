@@ -13,32 +13,131 @@ pub use forward::LogitsMode;
 pub use state::{LayerState, State};
 
 use crate::config::{LayerKind, Lfm2Config};
+use crate::convert::{convert, Extras, Quant};
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::format::{CactFile, TensorDType, TensorEntry};
+use crate::kernels::{Kernels, QuantActs, QuantMatrix};
 use crate::math::Rope;
+use crate::quant::{dequantize_row, QuantKind, QuantShape};
+use crate::storage::{AlignedBytes, ByteRange};
 use crate::weights::TensorSource;
 
-/// A dense weight matrix `[rows, cols]` (row-major: one row per output feature), used as
-/// `y = x W^T`.
+/// How a weight matrix is stored (a view into the model file, never a copy).
+#[derive(Debug, Clone)]
+pub enum WeightData {
+    /// `[rows, cols]` f32.
+    F32(ByteRange),
+    /// `[rows, cols]` f16, widened exactly at use.
+    F16(ByteRange),
+    /// `[rows, cols]` bf16, widened exactly at use.
+    Bf16(ByteRange),
+    /// INT8 or INT4 in the `r16k4` layout with f16 scales `[row_blocks][groups][16]`.
+    Quant { kind: QuantKind, shape: QuantShape, data: ByteRange, scales: ByteRange },
+}
+
+/// A weight matrix `[rows, cols]` (one row per output feature), used as `y = x W^T`.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// Output features.
     pub rows: usize,
     /// Input features.
     pub cols: usize,
-    /// `[rows, cols]` f32 values.
-    pub weight: Vec<f32>,
+    pub data: WeightData,
 }
 
 impl Linear {
-    fn load(src: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Result<Self> {
-        Ok(Linear { rows, cols, weight: src.f32_tensor(name, &[rows, cols])? })
+    fn load(file: &CactFile, name: &str, rows: usize, cols: usize) -> Result<Self> {
+        let entry = tensor_entry(file, name, &[rows, cols])?;
+        let data = file.range(entry.data);
+        let data = match entry.dtype {
+            TensorDType::F32 => WeightData::F32(data),
+            TensorDType::F16 => WeightData::F16(data),
+            TensorDType::Bf16 => WeightData::Bf16(data),
+            TensorDType::Q8 | TensorDType::Q4 => WeightData::Quant {
+                kind: entry.dtype.quant_kind().expect("q8/q4"),
+                shape: QuantShape::new(rows, cols).expect("validated by the reader"),
+                data,
+                scales: file.range(entry.scales.expect("validated by the reader")),
+            },
+        };
+        Ok(Linear { rows, cols, data })
     }
 
     /// `out [T, rows] = x [T, cols] W^T`.
     pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
-        (k.matmul_f32)(x, &self.weight, self.cols, out);
+        match &self.data {
+            WeightData::F32(w) => (k.matmul_f32)(x, w.as_f32(), self.cols, out),
+            WeightData::F16(w) => (k.matmul_f16)(x, w.bytes(), self.cols, out),
+            WeightData::Bf16(w) => (k.matmul_bf16)(x, w.bytes(), self.cols, out),
+            WeightData::Quant { .. } => {
+                let mut acts = QuantActs::default();
+                acts.quantize(k, x, self.cols);
+                self.forward_quantized(k, &acts, out);
+            }
+        }
     }
+
+    /// `out [T, rows]` from activations already quantized for this matrix's width.
+    pub fn forward_quantized(&self, k: &Kernels, acts: &QuantActs, out: &mut [f32]) {
+        let WeightData::Quant { kind, shape, data, scales } = &self.data else {
+            panic!("forward_quantized on a float matrix");
+        };
+        let m = QuantMatrix { kind: *kind, shape: *shape, data: data.bytes(), scales: scales.bytes() };
+        let padded = shape.rows_padded;
+        if padded == self.rows {
+            (k.gemm(*kind))(&m, acts, 0..shape.row_blocks(), out);
+        } else {
+            let mut tmp = vec![0.0f32; acts.tokens * padded];
+            (k.gemm(*kind))(&m, acts, 0..shape.row_blocks(), &mut tmp);
+            for (o, t) in out.chunks_exact_mut(self.rows).zip(tmp.chunks_exact(padded)) {
+                o.copy_from_slice(&t[..self.rows]);
+            }
+        }
+    }
+
+    /// Row `r` as f32 values (embedding lookup).
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        match &self.data {
+            WeightData::F32(w) => out.copy_from_slice(&w.as_f32()[r * c..(r + 1) * c]),
+            WeightData::F16(w) => {
+                for (o, b) in out.iter_mut().zip(w.bytes()[r * c * 2..(r + 1) * c * 2].chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            WeightData::Bf16(w) => {
+                for (o, b) in out.iter_mut().zip(w.bytes()[r * c * 2..(r + 1) * c * 2].chunks_exact(2)) {
+                    *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            WeightData::Quant { kind, shape, data, scales } => {
+                dequantize_row(*kind, data.bytes(), scales.bytes(), shape, r, out)
+            }
+        }
+    }
+
+    /// True when the matrix takes quantized activations.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.data, WeightData::Quant { .. })
+    }
+}
+
+/// The table entry of `name`, checked against the shape the config implies.
+fn tensor_entry<'a>(file: &'a CactFile, name: &str, shape: &[usize]) -> Result<&'a TensorEntry> {
+    let entry = file.entry(name).ok_or_else(|| Error::Weights(format!("missing tensor `{name}`")))?;
+    if entry.shape.len() != shape.len() || entry.shape.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
+        return Err(Error::Weights(format!("tensor `{name}` has shape {:?}, expected {:?}", entry.shape, shape)));
+    }
+    Ok(entry)
+}
+
+/// An f32 vector tensor (norm weights, taps, biases), copied out (they are small).
+fn load_exact(file: &CactFile, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let entry = tensor_entry(file, name, shape)?;
+    if entry.dtype != TensorDType::F32 {
+        return Err(Error::Weights(format!("tensor `{name}` must be f32, found {}", entry.dtype.name())));
+    }
+    Ok(file.range(entry.data).as_f32().to_vec())
 }
 
 /// Gated short convolution block (`model.layers.N.conv.*`).
@@ -119,12 +218,14 @@ pub struct Model {
     pub rope: Rope,
     /// The kernels this model computes with.
     pub kernels: Kernels,
+    /// The file the weights live in (tokenizer, chat template, generation defaults too).
+    pub file: CactFile,
 }
 
 impl Model {
-    /// Builds a model from a config and a tensor source with Hugging Face tensor names,
-    /// checking every tensor's presence, dtype and shape.
-    pub fn from_source(config: Lfm2Config, src: &dyn TensorSource) -> Result<Self> {
+    /// Opens a model from a validated `.cact` file; weights stay in the file's bytes.
+    pub fn from_cact(file: &CactFile) -> Result<Self> {
+        let config = Lfm2Config::from_json(&file.manifest.config)?;
         if config.moe.is_some() {
             return Err(Error::Config(
                 "lfm2_moe (mixture-of-experts) models are parsed but not yet runnable".into(),
@@ -136,60 +237,69 @@ impl Model {
         let hd = config.head_dim;
         let l = config.conv_kernel;
 
-        let embedding = Linear::load(src, "model.embed_tokens.weight", v, d)?;
+        let embedding = Linear::load(file, "model.embed_tokens.weight", v, d)?;
         let lm_head = if config.tie_embeddings {
             None
         } else {
-            Some(Linear::load(src, "lm_head.weight", v, d)?)
+            Some(Linear::load(file, "lm_head.weight", v, d)?)
         };
-        let final_norm = src.f32_tensor("model.embedding_norm.weight", &[d])?;
+        let final_norm = load_exact(file, "model.embedding_norm.weight", &[d])?;
 
         let mut layers = Vec::with_capacity(config.num_layers);
         for (i, kind) in config.layer_kinds.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let bias = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
                 if config.conv_bias {
-                    Ok(Some(src.f32_tensor(&format!("{p}.conv.{name}.bias"), &[n])?))
+                    Ok(Some(load_exact(file, &format!("{p}.conv.{name}.bias"), &[n])?))
                 } else {
                     Ok(None)
                 }
             };
             let mixer = match kind {
                 LayerKind::Conv => Mixer::Conv(ConvBlock {
-                    in_proj: Linear::load(src, &format!("{p}.conv.in_proj.weight"), 3 * d, d)?,
+                    in_proj: Linear::load(file, &format!("{p}.conv.in_proj.weight"), 3 * d, d)?,
                     in_bias: bias("in_proj", 3 * d)?,
-                    taps: src.f32_tensor(&format!("{p}.conv.conv.weight"), &[d, 1, l])?,
+                    taps: load_exact(file, &format!("{p}.conv.conv.weight"), &[d, 1, l])?,
                     conv_bias: bias("conv", d)?,
-                    out_proj: Linear::load(src, &format!("{p}.conv.out_proj.weight"), d, d)?,
+                    out_proj: Linear::load(file, &format!("{p}.conv.out_proj.weight"), d, d)?,
                     out_bias: bias("out_proj", d)?,
                 }),
                 LayerKind::Attention => {
                     let (h, kv) = (config.num_heads, config.num_kv_heads);
                     let a = format!("{p}.self_attn");
                     Mixer::Attention(AttentionBlock {
-                        q_proj: Linear::load(src, &format!("{a}.q_proj.weight"), h * hd, d)?,
-                        k_proj: Linear::load(src, &format!("{a}.k_proj.weight"), kv * hd, d)?,
-                        v_proj: Linear::load(src, &format!("{a}.v_proj.weight"), kv * hd, d)?,
-                        out_proj: Linear::load(src, &format!("{a}.out_proj.weight"), d, h * hd)?,
-                        q_norm: src.f32_tensor(&format!("{a}.q_layernorm.weight"), &[hd])?,
-                        k_norm: src.f32_tensor(&format!("{a}.k_layernorm.weight"), &[hd])?,
+                        q_proj: Linear::load(file, &format!("{a}.q_proj.weight"), h * hd, d)?,
+                        k_proj: Linear::load(file, &format!("{a}.k_proj.weight"), kv * hd, d)?,
+                        v_proj: Linear::load(file, &format!("{a}.v_proj.weight"), kv * hd, d)?,
+                        out_proj: Linear::load(file, &format!("{a}.out_proj.weight"), d, h * hd)?,
+                        q_norm: load_exact(file, &format!("{a}.q_layernorm.weight"), &[hd])?,
+                        k_norm: load_exact(file, &format!("{a}.k_layernorm.weight"), &[hd])?,
                     })
                 }
             };
             layers.push(Layer {
-                operator_norm: src.f32_tensor(&format!("{p}.operator_norm.weight"), &[d])?,
+                operator_norm: load_exact(file, &format!("{p}.operator_norm.weight"), &[d])?,
                 mixer,
-                ffn_norm: src.f32_tensor(&format!("{p}.ffn_norm.weight"), &[d])?,
+                ffn_norm: load_exact(file, &format!("{p}.ffn_norm.weight"), &[d])?,
                 ffn: FeedForward {
-                    w1: Linear::load(src, &format!("{p}.feed_forward.w1.weight"), f, d)?,
-                    w3: Linear::load(src, &format!("{p}.feed_forward.w3.weight"), f, d)?,
-                    w2: Linear::load(src, &format!("{p}.feed_forward.w2.weight"), d, f)?,
+                    w1: Linear::load(file, &format!("{p}.feed_forward.w1.weight"), f, d)?,
+                    w3: Linear::load(file, &format!("{p}.feed_forward.w3.weight"), f, d)?,
+                    w2: Linear::load(file, &format!("{p}.feed_forward.w2.weight"), d, f)?,
                 },
             });
         }
 
         let rope = Rope::new(hd, config.rope_theta);
-        Ok(Model { config, embedding, lm_head, final_norm, layers, rope, kernels: Kernels::portable() })
+        Ok(Model { config, embedding, lm_head, final_norm, layers, rope, kernels: Kernels::portable(), file: file.clone() })
+    }
+
+    /// Builds an f32 model from a config and a tensor source with Hugging Face names (a
+    /// safetensors folder, a GGUF file) by converting it to an in-memory `.cact` first, so
+    /// every model runs through the same loader.
+    pub fn from_source(config_json: &serde_json::Value, src: &dyn TensorSource, extras: &Extras) -> Result<Self> {
+        let bytes = convert(config_json, src, Quant::F32, extras, Vec::new(), &mut |_, _, _| {})?;
+        let file = CactFile::parse(AlignedBytes::copy_from(&bytes).into_blob())?;
+        Model::from_cact(&file)
     }
 
     /// Replaces the kernel table (hosts plug in CPU-specific kernels; tests swap tiers).
