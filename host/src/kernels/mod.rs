@@ -1,0 +1,67 @@
+//! Native kernels: CPU feature detection and the kernel table the host plugs into models.
+//!
+//! Per-architecture folders (like ggml's) hold the SIMD variants; each exposes its tiers as
+//! [`Tier`]s, best last. [`select`] picks the best tier the CPU supports, or the one named
+//! by `SAGUARO_KERNELS` (for A/B runs and tests). Every tier returns results bit-identical
+//! to the scalar definitions in `saguaro_engine::kernels::scalar` (tested per tier).
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use saguaro_engine::kernels::Kernels;
+use saguaro_engine::{Error, Result};
+
+/// One kernel tier of this architecture.
+#[derive(Clone, Copy)]
+pub struct Tier {
+    /// Name used by `SAGUARO_KERNELS` and `saguaro info --cpu`.
+    pub name: &'static str,
+    /// Whether this CPU can run it (runtime detection).
+    pub available: fn() -> bool,
+    /// The table: entries this tier implements, the tier below it for the rest.
+    pub kernels: fn() -> Kernels,
+}
+
+fn scalar_tier() -> Tier {
+    Tier { name: "scalar", available: || true, kernels: Kernels::scalar }
+}
+
+/// Every tier compiled into this build, worst first (scalar first).
+pub fn tiers() -> Vec<Tier> {
+    #[allow(unused_mut)]
+    let mut all = vec![scalar_tier()];
+    #[cfg(target_arch = "x86_64")]
+    all.extend(x86::tiers());
+    #[cfg(target_arch = "aarch64")]
+    all.extend(aarch64::tiers());
+    all
+}
+
+/// The tier named `name`, if compiled in and supported by this CPU.
+pub fn tier_by_name(name: &str) -> Result<Tier> {
+    let all = tiers();
+    let tier = all.iter().find(|t| t.name == name).copied().ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|t| t.name).collect();
+        Error::Input(format!("unknown kernel tier `{name}` (this build has: {})", names.join(", ")))
+    })?;
+    if !(tier.available)() {
+        return Err(Error::Input(format!("kernel tier `{name}` is not supported by this CPU")));
+    }
+    Ok(tier)
+}
+
+/// The best supported tier, unless `SAGUARO_KERNELS` names one.
+pub fn select() -> Result<Kernels> {
+    match std::env::var("SAGUARO_KERNELS") {
+        Ok(name) if !name.is_empty() => Ok((tier_by_name(&name)?.kernels)()),
+        _ => Ok(best()),
+    }
+}
+
+/// The best tier this CPU supports.
+pub fn best() -> Kernels {
+    let tier = tiers().into_iter().rev().find(|t| (t.available)()).unwrap_or_else(scalar_tier);
+    (tier.kernels)()
+}
