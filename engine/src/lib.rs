@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod math;
 pub mod quant;
 pub mod storage;
+pub mod synth;
 pub mod model;
 pub mod weights;
 

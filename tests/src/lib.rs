@@ -9,7 +9,8 @@ use serde::Deserialize;
 pub const LOGIT_TOLERANCE: f32 = 1e-4;
 
 /// Every fixture model folder, by name.
-pub const FIXTURES: &[&str] = &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy"];
+pub const FIXTURES: &[&str] =
+    &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy", "realistic-hybrid"];
 
 /// The folder holding the fixtures.
 pub fn fixtures_dir() -> PathBuf {
@@ -34,6 +35,46 @@ pub struct Reference {
     pub greedy: Vec<u32>,
     /// Logits of each position of `prompt + greedy[..15]` from one batched pass.
     pub full_logits: Vec<Vec<f32>>,
+    /// The ideal results of each storage scheme (f16, int8, int4): PyTorch with
+    /// fake-quantized weights and activations, see fixtures/README.md.
+    pub quant: std::collections::HashMap<String, QuantReference>,
+}
+
+/// The ideal prompt logits of one quantization scheme and their error against f32.
+#[derive(Debug, Deserialize)]
+pub struct QuantReference {
+    pub prompt_logits: Vec<Vec<f32>>,
+    pub error_vs_f32: ErrorStats,
+}
+
+/// How far some logits are from the f32 reference.
+#[derive(Debug, Deserialize, Clone, Copy)]
+pub struct ErrorStats {
+    pub max_abs: f64,
+    pub min_cosine: f64,
+    pub top1_agreement: f64,
+}
+
+/// Error statistics of `got` ([P * V] flat) against reference rows.
+pub fn error_stats(got: &[f32], want: &[Vec<f32>]) -> ErrorStats {
+    let vocab = want[0].len();
+    let mut stats = ErrorStats { max_abs: 0.0, min_cosine: 1.0, top1_agreement: 0.0 };
+    let mut agree = 0;
+    for (g, w) in got.chunks_exact(vocab).zip(want) {
+        let (mut dot, mut gg, mut ww) = (0.0f64, 0.0f64, 0.0f64);
+        for (&a, &b) in g.iter().zip(w) {
+            stats.max_abs = stats.max_abs.max((a as f64 - b as f64).abs());
+            dot += a as f64 * b as f64;
+            gg += a as f64 * a as f64;
+            ww += b as f64 * b as f64;
+        }
+        stats.min_cosine = stats.min_cosine.min(dot / (gg.sqrt() * ww.sqrt()).max(1e-30));
+        if saguaro_engine::math::argmax(g) == saguaro_engine::math::argmax(w) {
+            agree += 1;
+        }
+    }
+    stats.top1_agreement = agree as f64 / want.len() as f64;
+    stats
 }
 
 impl Reference {

@@ -1,0 +1,149 @@
+//! Synthetic models of the real LFM2 shapes with deterministic random weights, for
+//! benchmarks (speed does not depend on the values) where real checkpoints cannot be
+//! downloaded. Weights are generated tensor by tensor on request, so writing a synthetic
+//! model streams like converting a real one.
+
+use std::borrow::Cow;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::generate::SplitMix64;
+use crate::weights::{DType, RawTensor, TensorSource};
+
+/// The published LFM2 shapes (lfm2-spec.md, "Family").
+pub const SHAPES: &[&str] = &["lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-8b-a1b", "lfm2-24b-a2b"];
+
+/// config.json of a published shape.
+pub fn shape_config(shape: &str) -> Result<Value> {
+    let dense_attn = [2usize, 5, 8, 10, 12, 14];
+    let (hidden, layers, heads, ffn, attn): (usize, usize, usize, usize, Vec<usize>) = match shape {
+        "lfm2-350m" => (1024, 16, 16, 4608, dense_attn.to_vec()),
+        "lfm2-700m" => (1536, 16, 24, 6912, dense_attn.to_vec()),
+        "lfm2-1.2b" => (2048, 16, 32, 8192, dense_attn.to_vec()),
+        "lfm2-8b-a1b" => (2048, 24, 32, 7168, vec![2, 6, 10, 14, 18, 21]),
+        "lfm2-24b-a2b" => (2048, 40, 32, 11776, (0..40).filter(|i| i % 4 == 2).collect()),
+        other => {
+            return Err(Error::Input(format!("unknown shape `{other}` (expected one of {})", SHAPES.join(", "))))
+        }
+    };
+    let layer_types: Vec<&str> = (0..layers).map(|i| if attn.contains(&i) { "full_attention" } else { "conv" }).collect();
+    let mut config = json!({
+        "architectures": ["Lfm2ForCausalLM"],
+        "model_type": "lfm2",
+        "vocab_size": 65536,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 8,
+        "intermediate_size": ffn,
+        "block_auto_adjust_ff_dim": false,
+        "layer_types": layer_types,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        "norm_eps": 1e-5,
+        "conv_L_cache": 3,
+        "conv_bias": false,
+        "tie_word_embeddings": true,
+        "max_position_embeddings": 128000,
+        "bos_token_id": 1,
+        "eos_token_id": 7,
+        "pad_token_id": 0,
+    });
+    let moe = match shape {
+        "lfm2-8b-a1b" => Some((32, 4, 1792)),
+        "lfm2-24b-a2b" => Some((64, 4, 1536)),
+        _ => None,
+    };
+    if let Some((experts, k, width)) = moe {
+        let obj = config.as_object_mut().expect("object");
+        obj.insert("architectures".into(), json!(["Lfm2MoeForCausalLM"]));
+        obj.insert("model_type".into(), json!("lfm2_moe"));
+        obj.insert("num_experts".into(), json!(experts));
+        obj.insert("num_experts_per_tok".into(), json!(k));
+        obj.insert("moe_intermediate_size".into(), json!(width));
+        obj.insert("num_dense_layers".into(), json!(2));
+        obj.insert("use_expert_bias".into(), json!(true));
+        obj.insert("routed_scaling_factor".into(), json!(1.0));
+        obj.insert("norm_topk_prob".into(), json!(true));
+    }
+    Ok(config)
+}
+
+/// Deterministic random tensors by name: linear weights ~ N(0, (0.6/sqrt(fan_in))^2)
+/// (uniform with that deviation), embeddings with unit deviation, norm weights 1, conv
+/// taps small. The same (seed, name) always gives the same values on every host.
+pub struct SynthSource {
+    seed: u64,
+    /// Name -> shape of every tensor of the model.
+    shapes: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl SynthSource {
+    pub fn new(config: &crate::Lfm2Config, seed: u64) -> Self {
+        let shapes = crate::convert::required_tensors(config).into_iter().map(|s| (s.name, s.shape)).collect();
+        SynthSource { seed, shapes }
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    // FNV-1a: stable across hosts and Rust versions (unlike std's hasher).
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+impl TensorSource for SynthSource {
+    fn tensor(&self, name: &str) -> Result<Option<RawTensor<'_>>> {
+        let Some(shape) = self.shapes.get(name) else { return Ok(None) };
+        let n: usize = shape.iter().product();
+        let mut rng = SplitMix64::new(self.seed ^ name_hash(name));
+        let (center, std) = if name.ends_with("norm.weight") || name.ends_with("layernorm.weight") {
+            (1.0, 0.0)
+        } else if name.contains("embed_tokens") {
+            (0.0, 1.0)
+        } else if name.ends_with("conv.conv.weight") {
+            (0.0, 0.3)
+        } else {
+            (0.0, 0.6 / (shape[shape.len() - 1] as f32).sqrt())
+        };
+        // Uniform on [-a, a] has deviation a / sqrt(3).
+        let a = std * 3f32.sqrt();
+        let mut bytes = Vec::with_capacity(n * 4);
+        for _ in 0..n {
+            let u = rng.next_f32() * 2.0 - 1.0;
+            bytes.extend_from_slice(&(center + a * u).to_le_bytes());
+        }
+        Ok(Some(RawTensor { dtype: DType::F32, shape: shape.clone(), bytes: Cow::Owned(bytes) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_with_the_published_sizes() {
+        for shape in SHAPES {
+            let c = crate::Lfm2Config::from_json(&shape_config(shape).unwrap()).unwrap();
+            assert_eq!(c.vocab_size, 65536);
+            assert_eq!(c.head_dim, 64, "{shape}");
+        }
+        let c = crate::Lfm2Config::from_json(&shape_config("lfm2-350m").unwrap()).unwrap();
+        let params: usize = crate::convert::required_tensors(&c).iter().map(|s| s.shape.iter().product::<usize>()).sum();
+        assert_eq!(params, 354_483_968, "LFM2-350M parameter count");
+        assert!(shape_config("gpt-2").is_err());
+    }
+
+    #[test]
+    fn synthetic_tensors_are_deterministic() {
+        let mut v = shape_config("lfm2-350m").unwrap();
+        v["num_hidden_layers"] = json!(3);
+        v["layer_types"] = json!(["conv", "full_attention", "conv"]);
+        let c = crate::Lfm2Config::from_json(&v).unwrap();
+        let src = SynthSource::new(&c, 5);
+        let a = src.tensor("model.layers.0.ffn_norm.weight").unwrap().unwrap();
+        assert!(a.to_f32().iter().all(|&x| x == 1.0));
+        let a = SynthSource::new(&c, 5).f32_tensor("model.layers.1.self_attn.q_proj.weight", &[1024, 1024]).unwrap();
+        let b = SynthSource::new(&c, 5).f32_tensor("model.layers.1.self_attn.q_proj.weight", &[1024, 1024]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].to_bits(), b[0].to_bits());
+    }
+}
