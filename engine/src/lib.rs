@@ -25,6 +25,7 @@ pub mod quant;
 pub mod storage;
 pub mod synth;
 pub mod model;
+pub mod parallel;
 pub mod weights;
 
 pub use config::{LayerKind, Lfm2Config, MoeConfig};

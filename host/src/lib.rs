@@ -1,10 +1,19 @@
 //! saguaro-host: Saguaro on a native machine.
 //!
-//! Reads model files from disk and hands their bytes to the engine (which does no I/O),
-//! and backs the `saguaro` command-line tool. Later: memory-mapped .cact files, CPU-feature
-//! kernel dispatch, the prefill thread pool, converters and the wasmtime component host.
+//! Reads model files from disk (memory-mapped `.cact`, Hugging Face folders, GGUF) and hands
+//! their bytes to the engine (which does no I/O), plugs in the CPU's best kernels and a
+//! prefill thread pool, converts and downloads models, and backs the `saguaro` CLI.
+//!
+//! - [`loader`]: opening models; [`convert`]: writing `.cact` files; [`gguf`]: GGUF reader;
+//!   [`hub`]: Hugging Face downloads; [`kernels`]: CPU detection and SIMD tiers;
+//!   [`threads`]: the thread pool.
 
+pub mod hub;
+pub mod convert;
+pub mod gguf;
+pub mod kernels;
 pub mod loader;
+pub mod threads;
 
 pub use loader::load_model;
 pub use saguaro_engine as engine;

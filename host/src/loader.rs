@@ -13,8 +13,17 @@ use saguaro_engine::weights::safetensors::{shard_files_from_index, SafetensorsSo
 use saguaro_engine::{Error, Model, Result};
 use serde_json::Value;
 
-/// Loads the model at `path`: a `.cact` file or a Hugging Face model folder.
+/// Loads the model at `path` (a `.cact` file or a Hugging Face model folder) with this
+/// CPU's best kernels (or `SAGUARO_KERNELS`) and prefill on all cores, decode on one.
 pub fn load_model(path: &Path) -> Result<Model> {
+    let mut model = load_model_portable(path)?;
+    model.set_kernels(crate::kernels::select()?);
+    model.set_threads(crate::threads::make_threads(0, 1)?);
+    Ok(model)
+}
+
+/// Loads a model with the portable (scalar) kernels and no threads.
+pub fn load_model_portable(path: &Path) -> Result<Model> {
     if path.is_dir() {
         let folder = HfFolder::open(path)?;
         let source = folder.source()?;

@@ -6,6 +6,8 @@
 //! definition, which fixes the order of every f32 operation (see [`scalar`]).
 
 pub mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod simd128;
 
 use crate::quant::{QuantKind, QuantShape, GROUP};
 
@@ -101,9 +103,17 @@ impl Kernels {
         }
     }
 
-    /// The best kernels this build can use without runtime detection.
+    /// The best kernels this build can use without runtime detection: wasm simd128 when
+    /// compiled with `-C target-feature=+simd128` for wasm32, the scalar definitions otherwise.
     pub fn portable() -> Self {
-        Self::scalar()
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            simd128::kernels()
+        }
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        {
+            Self::scalar()
+        }
     }
 
     /// The quantized matmul entry for a weight kind.

@@ -13,6 +13,7 @@ use super::{AttentionBlock, ConvBlock, FeedForward, LayerState, Mixer, Model, St
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 use crate::math::{rms_norm, rms_norm_rows_inplace, silu, softmax_inplace, Rope};
+use crate::parallel::{for_each_piece_mut, split_len, Parallel};
 
 /// Which logits the forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,9 @@ impl Model {
         let k = &self.kernels;
         let cfg = &self.config;
         let (t, d) = (tokens.len(), cfg.hidden_size);
+        // Prefill is compute-bound and uses the prefill pool; one-token decode is
+        // memory-bound and uses the decode runner (one thread by default).
+        let par: &dyn Parallel = if t == 1 { &*self.threads.decode } else { &*self.threads.prefill };
 
         // h: [T, D] residual stream, starting from the embedding rows (no scaling).
         let mut h = vec![0.0f32; t * d];
@@ -61,10 +65,10 @@ impl Model {
             rms_norm_rows_inplace(k, &mut normed, &layer.operator_norm, cfg.norm_eps);
             match (&layer.mixer, layer_state) {
                 (Mixer::Conv(block), LayerState::Conv { tail }) => {
-                    conv_forward(k, block, tail, &normed, t, d, &mut delta)
+                    conv_forward(k, par, block, tail, &normed, t, d, &mut delta)
                 }
                 (Mixer::Attention(block), LayerState::Attention { keys, values }) => {
-                    attention_forward(self, block, keys, values, state.pos, &normed, t, &mut delta)
+                    attention_forward(self, par, block, keys, values, state.pos, &normed, t, &mut delta)
                 }
                 _ => unreachable!("State::new builds one state per layer of the same kind"),
             }
@@ -72,7 +76,7 @@ impl Model {
 
             normed.copy_from_slice(&h);
             rms_norm_rows_inplace(k, &mut normed, &layer.ffn_norm, cfg.norm_eps);
-            ffn_forward(k, &layer.ffn, &normed, t, &mut delta);
+            ffn_forward(k, par, &layer.ffn, &normed, t, &mut delta);
             add_inplace(&mut h, &delta);
         }
         state.pos += t;
@@ -89,7 +93,7 @@ impl Model {
         }
         let head = self.head();
         let mut logits = vec![0.0f32; n * head.rows];
-        head.forward(k, &final_h, &mut logits);
+        head.forward(k, par, &final_h, &mut logits);
         Ok(logits)
     }
 }
@@ -109,8 +113,10 @@ fn add_bias_rows(x: &mut [f32], bias: &Option<Vec<f32>>) {
 }
 
 /// Gated short convolution over T tokens; `tail` [L-1, D] carries the previous `B*x` rows.
+#[allow(clippy::too_many_arguments)]
 fn conv_forward(
     k: &Kernels,
+    par: &dyn Parallel,
     block: &ConvBlock,
     tail: &mut [f32],
     u: &[f32],
@@ -120,7 +126,7 @@ fn conv_forward(
 ) {
     // BCx: [T, 3D], split along features as B | C | x.
     let mut bcx = vec![0.0f32; t * 3 * d];
-    block.in_proj.forward(k, u, &mut bcx);
+    block.in_proj.forward(k, par, u, &mut bcx);
     add_bias_rows(&mut bcx, &block.in_bias);
 
     // window: [L-1 + T, D] = previous tail rows, then this call's B*x rows.
@@ -153,7 +159,7 @@ fn conv_forward(
     }
     tail.copy_from_slice(&window[t * d..]);
 
-    block.out_proj.forward(k, &y, out);
+    block.out_proj.forward(k, par, &y, out);
     add_bias_rows(out, &block.out_bias);
 }
 
@@ -161,6 +167,7 @@ fn conv_forward(
 #[allow(clippy::too_many_arguments)]
 fn attention_forward(
     model: &Model,
+    par: &dyn Parallel,
     block: &AttentionBlock,
     keys: &mut Vec<f32>,
     values: &mut Vec<f32>,
@@ -178,9 +185,9 @@ fn attention_forward(
     let mut q = vec![0.0f32; t * heads * hd]; // [T, H, hd]
     let mut new_k = vec![0.0f32; t * kv_width]; // [T, KV, hd]
     let mut new_v = vec![0.0f32; t * kv_width]; // [T, KV, hd]
-    block.q_proj.forward(k, u, &mut q);
-    block.k_proj.forward(k, u, &mut new_k);
-    block.v_proj.forward(k, u, &mut new_v);
+    block.q_proj.forward(k, par, u, &mut q);
+    block.k_proj.forward(k, par, u, &mut new_k);
+    block.v_proj.forward(k, par, u, &mut new_v);
 
     // QK-norm per head, then RoPE at each token's absolute position.
     rms_norm_rows_inplace(k, &mut q, &block.q_norm, cfg.norm_eps);
@@ -199,41 +206,46 @@ fn attention_forward(
     values.extend_from_slice(&new_v);
 
     // softmax(q k^T * scale + causal mask) v, per query head; head h reads kv head h / group.
+    // Tokens are split across threads; each token's rows are computed the same way.
     let scale = (1.0 / (hd as f64).sqrt()) as f32;
     let mut attn = vec![0.0f32; t * heads * hd]; // [T, H, hd]
-    let mut scores = Vec::with_capacity(pos + t);
-    for ti in 0..t {
-        let visible = pos + ti + 1; // causal: positions 0..=pos+ti
-        for head in 0..heads {
-            let kvh = head / group;
-            let qh = &q[(ti * heads + head) * hd..][..hd];
-            scores.clear();
-            for s in 0..visible {
-                let ks = &keys[(s * kv_heads + kvh) * hd..][..hd];
-                scores.push((k.dot_f32)(qh, ks) * scale);
-            }
-            softmax_inplace(&mut scores);
-            let o = &mut attn[(ti * heads + head) * hd..][..hd];
-            for (s, &p) in scores.iter().enumerate() {
-                let vs = &values[(s * kv_heads + kvh) * hd..][..hd];
-                for (oi, &vi) in o.iter_mut().zip(vs) {
-                    *oi += p * vi;
+    let (keys, values) = (&keys[..], &values[..]);
+    let per_task = split_len(t, par.threads(), 4);
+    for_each_piece_mut(par, &mut attn, per_task * heads * hd, &|task, piece| {
+        let mut scores = Vec::with_capacity(pos + t);
+        for (i, out_t) in piece.chunks_exact_mut(heads * hd).enumerate() {
+            let ti = task * per_task + i;
+            let visible = pos + ti + 1; // causal: positions 0..=pos+ti
+            for (head, o) in out_t.chunks_exact_mut(hd).enumerate() {
+                let kvh = head / group;
+                let qh = &q[(ti * heads + head) * hd..][..hd];
+                scores.clear();
+                for s in 0..visible {
+                    let ks = &keys[(s * kv_heads + kvh) * hd..][..hd];
+                    scores.push((k.dot_f32)(qh, ks) * scale);
+                }
+                softmax_inplace(&mut scores);
+                for (s, &p) in scores.iter().enumerate() {
+                    let vs = &values[(s * kv_heads + kvh) * hd..][..hd];
+                    for (oi, &vi) in o.iter_mut().zip(vs) {
+                        *oi += p * vi;
+                    }
                 }
             }
         }
-    }
-    block.out_proj.forward(k, &attn, out);
+    });
+    block.out_proj.forward(k, par, &attn, out);
 }
 
 /// SwiGLU FFN: `w2(silu(w1 u) * w3 u)`.
-fn ffn_forward(k: &Kernels, ffn: &FeedForward, u: &[f32], t: usize, out: &mut [f32]) {
+fn ffn_forward(k: &Kernels, par: &dyn Parallel, ffn: &FeedForward, u: &[f32], t: usize, out: &mut [f32]) {
     let f = ffn.w1.rows;
     let mut gate = vec![0.0f32; t * f]; // [T, F]
     let mut up = vec![0.0f32; t * f]; // [T, F]
-    ffn.w1.forward(k, u, &mut gate);
-    ffn.w3.forward(k, u, &mut up);
+    ffn.w1.forward(k, par, u, &mut gate);
+    ffn.w3.forward(k, par, u, &mut up);
     for (g, &u) in gate.iter_mut().zip(&up) {
         *g = silu(*g) * u;
     }
-    ffn.w2.forward(k, &gate, out);
+    ffn.w2.forward(k, par, &gate, out);
 }

@@ -18,9 +18,11 @@ use crate::error::{Error, Result};
 use crate::format::{CactFile, TensorDType, TensorEntry};
 use crate::kernels::{Kernels, QuantActs, QuantMatrix};
 use crate::math::Rope;
+use crate::parallel::{for_each_piece_mut, split_len, Parallel, Threads};
 use crate::quant::{dequantize_row, QuantKind, QuantShape};
 use crate::storage::{AlignedBytes, ByteRange};
 use crate::weights::TensorSource;
+use std::ops::Range;
 
 /// How a weight matrix is stored (a view into the model file, never a copy).
 #[derive(Debug, Clone)]
@@ -63,34 +65,57 @@ impl Linear {
         Ok(Linear { rows, cols, data })
     }
 
-    /// `out [T, rows] = x [T, cols] W^T`.
-    pub fn forward(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
-        match &self.data {
-            WeightData::F32(w) => (k.matmul_f32)(x, w.as_f32(), self.cols, out),
-            WeightData::F16(w) => (k.matmul_f16)(x, w.bytes(), self.cols, out),
-            WeightData::Bf16(w) => (k.matmul_bf16)(x, w.bytes(), self.cols, out),
-            WeightData::Quant { .. } => {
-                let mut acts = QuantActs::default();
-                acts.quantize(k, x, self.cols);
-                self.forward_quantized(k, &acts, out);
-            }
+    /// `out [T, rows] = x [T, cols] W^T`, split across `par`: by tokens when T > 1, by row
+    /// blocks when T == 1. Every output element is computed by the same operations either
+    /// way, so results do not depend on the thread count.
+    pub fn forward(&self, k: &Kernels, par: &dyn Parallel, x: &[f32], out: &mut [f32]) {
+        let tokens = x.len() / self.cols;
+        let threads = par.threads();
+        if threads == 1 {
+            return self.forward_rows(k, x, 0..self.rows, out);
+        }
+        if tokens == 1 {
+            // 16-row blocks per task, so quantized kernels never split a block.
+            let blocks = self.rows.div_ceil(16);
+            let piece = split_len(blocks, threads, 4) * 16;
+            for_each_piece_mut(par, out, piece, &|i, o| {
+                let start = i * piece;
+                self.forward_rows(k, x, start..start + o.len(), o)
+            });
+        } else {
+            let per_task = split_len(tokens, threads, 1);
+            for_each_piece_mut(par, out, per_task * self.rows, &|i, o| {
+                let t0 = i * per_task;
+                let n = o.len() / self.rows;
+                self.forward_rows(k, &x[t0 * self.cols..(t0 + n) * self.cols], 0..self.rows, o)
+            });
         }
     }
 
-    /// `out [T, rows]` from activations already quantized for this matrix's width.
-    pub fn forward_quantized(&self, k: &Kernels, acts: &QuantActs, out: &mut [f32]) {
-        let WeightData::Quant { kind, shape, data, scales } = &self.data else {
-            panic!("forward_quantized on a float matrix");
-        };
-        let m = QuantMatrix { kind: *kind, shape: *shape, data: data.bytes(), scales: scales.bytes() };
-        let padded = shape.rows_padded;
-        if padded == self.rows {
-            (k.gemm(*kind))(&m, acts, 0..shape.row_blocks(), out);
-        } else {
-            let mut tmp = vec![0.0f32; acts.tokens * padded];
-            (k.gemm(*kind))(&m, acts, 0..shape.row_blocks(), &mut tmp);
-            for (o, t) in out.chunks_exact_mut(self.rows).zip(tmp.chunks_exact(padded)) {
-                o.copy_from_slice(&t[..self.rows]);
+    /// `out [T, rows.len()]` = the rows `rows` of `x W^T`, on the calling thread. `rows`
+    /// starts at a multiple of 16.
+    pub fn forward_rows(&self, k: &Kernels, x: &[f32], rows: Range<usize>, out: &mut [f32]) {
+        let c = self.cols;
+        match &self.data {
+            WeightData::F32(w) => (k.matmul_f32)(x, &w.as_f32()[rows.start * c..rows.end * c], c, out),
+            WeightData::F16(w) => (k.matmul_f16)(x, &w.bytes()[rows.start * c * 2..rows.end * c * 2], c, out),
+            WeightData::Bf16(w) => (k.matmul_bf16)(x, &w.bytes()[rows.start * c * 2..rows.end * c * 2], c, out),
+            WeightData::Quant { kind, shape, data, scales } => {
+                debug_assert_eq!(rows.start % 16, 0);
+                let mut acts = QuantActs::default();
+                acts.quantize(k, x, c);
+                let m = QuantMatrix { kind: *kind, shape: *shape, data: data.bytes(), scales: scales.bytes() };
+                let blocks = rows.start / 16..rows.end.div_ceil(16);
+                let width = blocks.len() * 16;
+                if width == rows.len() {
+                    (k.gemm(*kind))(&m, &acts, blocks, out);
+                } else {
+                    let mut tmp = vec![0.0f32; acts.tokens * width];
+                    (k.gemm(*kind))(&m, &acts, blocks, &mut tmp);
+                    for (o, t) in out.chunks_exact_mut(rows.len()).zip(tmp.chunks_exact(width)) {
+                        o.copy_from_slice(&t[..rows.len()]);
+                    }
+                }
             }
         }
     }
@@ -218,6 +243,8 @@ pub struct Model {
     pub rope: Rope,
     /// The kernels this model computes with.
     pub kernels: Kernels,
+    /// Where prefill and decode work runs (serial unless the host plugs in a pool).
+    pub threads: Threads,
     /// The file the weights live in (tokenizer, chat template, generation defaults too).
     pub file: CactFile,
 }
@@ -290,7 +317,7 @@ impl Model {
         }
 
         let rope = Rope::new(hd, config.rope_theta);
-        Ok(Model { config, embedding, lm_head, final_norm, layers, rope, kernels: Kernels::portable(), file: file.clone() })
+        Ok(Model { config, embedding, lm_head, final_norm, layers, rope, kernels: Kernels::portable(), threads: Threads::default(), file: file.clone() })
     }
 
     /// Builds an f32 model from a config and a tensor source with Hugging Face names (a
@@ -305,6 +332,11 @@ impl Model {
     /// Replaces the kernel table (hosts plug in CPU-specific kernels; tests swap tiers).
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.kernels = kernels;
+    }
+
+    /// Replaces the thread runners (the native host plugs in its pool).
+    pub fn set_threads(&mut self, threads: Threads) {
+        self.threads = threads;
     }
 
     /// A fresh, empty state for one sequence.

@@ -1,6 +1,8 @@
 //! Command-line interface. Each subcommand lives in its own module; they share the
 //! argument parsing helpers here.
 
+mod convert;
+mod info;
 mod run;
 
 use std::process::ExitCode;
@@ -24,6 +26,12 @@ enum Command {
     Logits(LogitsArgs),
     /// Generate tokens after a prompt given as token ids.
     Generate(GenerateArgs),
+    /// Convert a Hugging Face folder or a GGUF file to a .cact model file.
+    Convert(convert::ConvertArgs),
+    /// Write a .cact with deterministic random weights of a published LFM2 shape.
+    Synth(convert::SynthArgs),
+    /// Describe a .cact file (config, parameters, tensors) and/or this CPU's kernels.
+    Info(info::InfoArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +46,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Logits(args) => run::logits(args),
         Command::Generate(args) => run::generate(args),
+        Command::Convert(args) => convert::convert(args),
+        Command::Synth(args) => convert::synth(args),
+        Command::Info(args) => info::info(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,4 +73,16 @@ pub fn parse_tokens(text: &str) -> saguaro_engine::Result<Vec<u32>> {
             })
         })
         .collect()
+}
+
+/// Writes output to stdout; a closed pipe (`saguaro info m.cact | head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> saguaro_engine::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(saguaro_engine::Error::Io(format!("stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }

@@ -1,6 +1,5 @@
 //! `saguaro logits` and `saguaro generate`: the low-level commands over token ids.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -8,13 +7,35 @@ use saguaro_engine::generate::{generate as generate_tokens, GenerateOptions};
 use saguaro_engine::{Error, LogitsMode, Result};
 use serde::Serialize;
 
-use super::parse_tokens;
+use super::{parse_tokens, write_stdout};
+
+/// Where the work runs.
+#[derive(Debug, Args)]
+pub struct ThreadArgs {
+    /// Prefill threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Decode threads (decode is memory-bound: 1 is usually fastest).
+    #[arg(long, default_value_t = 1)]
+    pub decode_threads: usize,
+}
+
+impl ThreadArgs {
+    /// Loads a model and applies the thread settings.
+    pub fn load(&self, path: &std::path::Path) -> Result<saguaro_engine::Model> {
+        let mut model = saguaro_host::load_model(path)?;
+        model.set_threads(saguaro_host::threads::make_threads(self.threads, self.decode_threads)?);
+        Ok(model)
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct LogitsArgs {
-    /// Model: a Hugging Face folder (config.json + safetensors).
+    /// Model: a .cact file or a Hugging Face folder (config.json + safetensors).
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    threads: ThreadArgs,
     /// Input token ids, comma separated: 1,2,3.
     #[arg(long)]
     tokens: String,
@@ -22,9 +43,11 @@ pub struct LogitsArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model: a Hugging Face folder (config.json + safetensors).
+    /// Model: a .cact file or a Hugging Face folder (config.json + safetensors).
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    threads: ThreadArgs,
     /// Prompt token ids, comma separated: 1,2,3.
     #[arg(long)]
     tokens: String,
@@ -57,7 +80,7 @@ struct TokensOutput<'a> {
 
 pub fn logits(args: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&args.tokens)?;
-    let model = saguaro_host::load_model(&args.model)?;
+    let model = args.threads.load(&args.model)?;
     let mut state = model.new_state();
     let logits = model.forward(&mut state, &tokens, LogitsMode::All)?;
     let rows = logits.chunks_exact(model.config.vocab_size).collect();
@@ -66,7 +89,7 @@ pub fn logits(args: LogitsArgs) -> Result<()> {
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let tokens = parse_tokens(&args.tokens)?;
-    let model = saguaro_host::load_model(&args.model)?;
+    let model = args.threads.load(&args.model)?;
     model.check_tokens(&tokens)?;
     let mut state = model.new_state();
     let opts = GenerateOptions {
@@ -90,7 +113,3 @@ fn print_json<T: Serialize>(value: &T) -> Result<()> {
     write_stdout(&text)
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| Error::Io(format!("stdout: {e}")))
-}

@@ -65,3 +65,24 @@ pub fn best() -> Kernels {
     let tier = tiers().into_iter().rev().find(|t| (t.available)()).unwrap_or_else(scalar_tier);
     (tier.kernels)()
 }
+
+/// The SIMD features this CPU reports (for `saguaro info --cpu`).
+pub fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$( if std::arch::is_x86_feature_detected!($f) { found.push($f); } )*};
+        }
+        probe!("sse4.2", "avx", "avx2", "fma", "f16c", "avxvnni", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$( if std::arch::is_aarch64_feature_detected!($f) { found.push($f); } )*};
+        }
+        probe!("neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme");
+    }
+    found
+}

@@ -1,0 +1,173 @@
+//! `dotprod` tier (FEAT_DotProd): the quantized GEMMs with `sdot` by element.
+//!
+//! One 64-byte `r16k4` chunk is 16 rows x 4 k: four registers of 4 rows x 4 k, exactly the
+//! operand of `sdot vd.4s, w.16b, x.4b[i]` (lane i of the activation register = the chunk's 4
+//! k). Per group of 32: 8 chunks x 4 `sdot` per token into four i32x4 sums (16 rows), then the
+//! f32 update of `common::fold`. Row blocks are the outer loop; tokens go in pairs so every
+//! loaded weight register feeds two tokens (one token for decode and the odd last one).
+//! INT4 registers are unpacked to `n - 8` (`and`/`ushr`/`sub`): chunk c from the low nibbles,
+//! chunk c + 4 from the high ones.
+//!
+//! Other entries: the `neon` tier.
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
+use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
+
+use super::common::{f16x16, fold, q4_unpack, zero_f32, zero_i32, Gemm};
+
+pub const NAME: &str = "dotprod";
+
+pub fn available() -> bool {
+    super::neon::available() && std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+pub fn kernels() -> Kernels {
+    Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::neon::kernels() }
+}
+
+/// INT8-weight matmul (see `scalar::gemm_q8`).
+pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
+    let g = Gemm::new(w, acts, &blocks, out);
+    // SAFETY: this entry is only handed out by `kernels()`, i.e. after `available()` found
+    // FEAT_DotProd (tier selection, `super::super::Tier`); tests check `available()` first.
+    unsafe { gemm(&g) }
+}
+
+/// INT4-weight matmul (see `scalar::gemm_q4`).
+pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
+    let g = Gemm::new(w, acts, &blocks, out);
+    // SAFETY: as in `gemm_q8`: FEAT_DotProd was detected before this entry was handed out.
+    unsafe { gemm(&g) }
+}
+
+/// # Safety
+/// FEAT_DotProd present; `g` from `Gemm::new`.
+#[target_feature(enable = "dotprod")]
+unsafe fn gemm(g: &Gemm) {
+    for bi in 0..g.nblocks {
+        let mut t = 0;
+        while t + 2 <= g.tokens {
+            // SAFETY: `bi < nblocks`, `t + 1 < tokens`; FEAT_DotProd (caller).
+            unsafe { block_kind::<2>(g, bi, t) };
+            t += 2;
+        }
+        if t < g.tokens {
+            // SAFETY: `bi < nblocks`, `t < tokens`; FEAT_DotProd (caller).
+            unsafe { block_kind::<1>(g, bi, t) };
+        }
+    }
+}
+
+/// [`block`] for the weight kind of `g`.
+///
+/// # Safety
+/// As [`block`].
+#[target_feature(enable = "dotprod")]
+#[inline]
+pub(super) unsafe fn block_kind<const NT: usize>(g: &Gemm, bi: usize, t0: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match g.kind {
+            QuantKind::Q8 => block::<NT, false>(g, bi, t0),
+            QuantKind::Q4 => block::<NT, true>(g, bi, t0),
+        }
+    }
+}
+
+/// `acc += w . x[lane]` for 4 rows: `sdot acc.4s, w.16b, x.4b[lane]`.
+macro_rules! sdot {
+    ($acc:expr, $w:expr, $x:expr, $lane:expr) => {{
+        let mut a: int32x4_t = $acc;
+        // Used only inside `unsafe` blocks of functions with FEAT_DotProd enabled and detected.
+        asm!(
+            "sdot {a:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
+            a = inout(vreg) a,
+            w = in(vreg) $w,
+            x = in(vreg) $x,
+            l = const $lane,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        a
+    }};
+}
+
+/// Tokens `t0 .. t0 + NT`, row block `bi`: 16 outputs per token.
+///
+/// # Safety
+/// FEAT_DotProd present; `bi < g.nblocks`, `t0 + NT <= g.tokens`.
+#[target_feature(enable = "dotprod")]
+pub(super) unsafe fn block<const NT: usize, const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
+    // SAFETY (whole body): weight reads stay inside row block `bi` (`groups * group_bytes`
+    // bytes from `wdata`), scale reads inside its `groups * 32` bytes, activation reads inside
+    // the `cols_padded` bytes and `groups` scales of tokens `t0 .. t0 + NT` (invariants of
+    // `Gemm::new`).
+    unsafe {
+        let wd = g.wdata(bi);
+        let sp = g.wscales(bi);
+        let xq: [*const i8; NT] = std::array::from_fn(|t| g.x(t0 + t));
+        let xs: [*const f32; NT] = std::array::from_fn(|t| g.xscales(t0 + t));
+        let mut acc = [zero_f32(); NT];
+        for gi in 0..g.groups {
+            let wg = wd.add(gi * g.group_bytes);
+            let xr: [[int8x16_t; 2]; NT] = std::array::from_fn(|t| {
+                [vld1q_s8(xq[t].add(gi * GROUP)), vld1q_s8(xq[t].add(gi * GROUP + 16))]
+            });
+            let mut isum = [zero_i32(); NT];
+            // Chunk c: 4 weight registers, lane c % 4 of activation register c / 4.
+            macro_rules! chunk {
+                ($c:expr, $w:expr) => {{
+                    let w: [int8x16_t; 4] = $w;
+                    for t in 0..NT {
+                        for j in 0..4 {
+                            isum[t][j] = sdot!(isum[t][j], w[j], xr[t][($c) / 4], ($c) % 4);
+                        }
+                    }
+                }};
+            }
+            if !Q4 {
+                {
+                    macro_rules! q8 {
+                        ($c:literal) => {{
+                            let v = vld1q_s8_x4(wg.add($c * CHUNK_BYTES) as *const i8);
+                            chunk!($c, [v.0, v.1, v.2, v.3]);
+                        }};
+                    }
+                    q8!(0);
+                    q8!(1);
+                    q8!(2);
+                    q8!(3);
+                    q8!(4);
+                    q8!(5);
+                    q8!(6);
+                    q8!(7);
+                }
+            } else {
+                {
+                    // Chunk c (low nibbles) and chunk c + 4 (high nibbles) share 64 bytes.
+                    macro_rules! q4 {
+                        ($c:literal) => {{
+                            let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
+                            let u = [q4_unpack(v.0), q4_unpack(v.1), q4_unpack(v.2), q4_unpack(v.3)];
+                            chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
+                            chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
+                        }};
+                    }
+                    q4!(0);
+                    q4!(1);
+                    q4!(2);
+                    q4!(3);
+                }
+            }
+            let ws = f16x16(sp.add(gi * 32));
+            for t in 0..NT {
+                fold(&mut acc[t], &isum[t], &ws, *xs[t].add(gi));
+            }
+        }
+        for t in 0..NT {
+            g.store(t0 + t, bi, &acc[t]);
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The `avx512` tier: AVX-512 F/BW/VL with VNNI (`vpdpbusd` on 512-bit registers).
+//!
+//! - f32 dot products: one zmm holds the 16 canonical partial sums (lane i%16), `vmulps`
+//!   then `vaddps` (never FMA), masked zero-filled tail, the pairwise tree at the end.
+//!   Matmuls compute tiles of 4 rows x 3 tokens (12 independent accumulator chains).
+//! - Quantized GEMV/GEMM over the `r16k4` layout: one 64-byte load = 16 rows x 4 k, fed
+//!   to `vpdpbusd` against the broadcast 4 activations of each token. `vpdpbusd` is
+//!   u8 x s8, so int8 weights are flipped to offset binary (`w ^ 0x80` = `w + 128`) and
+//!   the accumulator starts at `-128 * sum(x)` of the group; int4 nibbles already are
+//!   `q + 8` in [0, 15], with the accumulator starting at `-8 * sum(x)`. The i32 group sums
+//!   are exact, then `acc += (w_scale * x_scale) * isum` in f32, as in the scalar code.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
+use saguaro_engine::quant::{QuantKind, GROUP};
+
+use super::common::{self, GemmCall, SumBuf};
+
+/// Tier name (`SAGUARO_KERNELS=avx512`).
+pub(super) const NAME: &str = "avx512";
+
+/// Whether this CPU has every feature the tier's functions are compiled with.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// The tier's table. Its entries are reachable only through this function, which hands them
+/// out only when [`available`] holds: that is what makes their internal `unsafe` calls of
+/// `#[target_feature]` functions sound. On a CPU without the features it returns the best
+/// tier below.
+pub(super) fn kernels() -> Kernels {
+    if !available() {
+        return super::avxvnni::kernels();
+    }
+    Kernels {
+        tier: NAME,
+        dot_f32,
+        matmul_f32,
+        matmul_f16,
+        matmul_bf16,
+        quantize_row,
+        gemm_q8,
+        gemm_q4,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// f32 dot products and matmuls
+// ---------------------------------------------------------------------------------------
+
+/// Mask of the first `n` (<= 16) lanes.
+#[inline]
+fn tail_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Weight element kinds of the f32 matmuls.
+const W_F32: u8 = 0;
+const W_F16: u8 = 1;
+const W_BF16: u8 = 2;
+
+/// The canonical tree `p[j] += p[j+8]`, `+4`, `+2`, `+1` on the 16 lanes of `v`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+fn reduce16(v: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let s8 = _mm256_add_ps(lo, hi);
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+    _mm_cvtss_f32(s1)
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    // SAFETY: this entry is handed out only by `kernels()` after `available()` confirmed the
+    // target features; both slices hold `a.len()` elements.
+    unsafe { dot_impl(a.as_ptr(), b.as_ptr(), a.len()) }
+}
+
+/// # Safety
+/// Target features of this tier present; `a` and `b` readable for `n` f32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+unsafe fn dot_impl(a: *const f32, b: *const f32, n: usize) -> f32 {
+    let full = n / 16 * 16;
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 16 <= full <= n.
+        let (va, vb) = unsafe { (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i))) };
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
+        i += 16;
+    }
+    if full < n {
+        let m = tail_mask(n - full);
+        // SAFETY: only the first n - full lanes (in bounds) are read; masked-off lanes are
+        // not accessed (AVX-512 masked loads suppress faults) and read as +0.0.
+        let (va, vb) = unsafe { (_mm512_maskz_loadu_ps(m, a.add(full)), _mm512_maskz_loadu_ps(m, b.add(full))) };
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
+    }
+    reduce16(acc)
+}
+
+/// 16 weights of kind `KIND` widened to f32, from `p` (element offset already applied);
+/// `m` selects the lanes read (the others are +0.0).
+///
+/// # Safety
+/// Target features present; the selected lanes readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[inline]
+unsafe fn load_w<const KIND: u8, const MASKED: bool>(p: *const u8, m: __mmask16) -> __m512 {
+    // SAFETY: the caller guarantees the lanes selected by `m` (all 16 when !MASKED) are in
+    // bounds; masked loads do not touch the others.
+    unsafe {
+        match KIND {
+            W_F32 => {
+                if MASKED {
+                    _mm512_maskz_loadu_ps(m, p.cast())
+                } else {
+                    _mm512_loadu_ps(p.cast())
+                }
+            }
+            W_F16 => {
+                let h = if MASKED { _mm256_maskz_loadu_epi16(m, p.cast()) } else { _mm256_loadu_si256(p.cast()) };
+                _mm512_cvtph_ps(h)
+            }
+            _ => {
+                let h = if MASKED { _mm256_maskz_loadu_epi16(m, p.cast()) } else { _mm256_loadu_si256(p.cast()) };
+                let v = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
+                // NaN: set the quiet bit, as `half::bf16::to_f32` does.
+                let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, _mm512_set1_epi32(0x7FFF_FFFF)), _mm512_set1_epi32(0x7F80_0000));
+                _mm512_castsi512_ps(_mm512_mask_or_epi32(v, nan, v, _mm512_set1_epi32(0x0040_0000)))
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0+RR` x tokens `t0..t0+TT` of `out[t][r] = dot(x[t], w[r])`.
+///
+/// # Safety
+/// Target features present; `x` holds `tokens * cols` f32, `w` `rows * cols` elements of
+/// `KIND`, `out` `tokens * rows` f32, with `r0 + RR <= rows` and `t0 + TT <= tokens`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
+    x: *const f32,
+    w: *const u8,
+    cols: usize,
+    rows: usize,
+    out: *mut f32,
+    r0: usize,
+    t0: usize,
+) {
+    let esize = if KIND == W_F32 { 4 } else { 2 };
+    let full = cols / 16 * 16;
+    let mut acc = [[_mm512_setzero_ps(); TT]; RR];
+    let mut xv = [_mm512_setzero_ps(); TT];
+    let mut k = 0;
+    while k < full {
+        for (i, v) in xv.iter_mut().enumerate() {
+            // SAFETY: t0 + i < tokens and k + 16 <= cols.
+            *v = unsafe { _mm512_loadu_ps(x.add((t0 + i) * cols + k)) };
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r0 + r < rows and k + 16 <= cols.
+            let wv = unsafe { load_w::<KIND, false>(w.add(((r0 + r) * cols + k) * esize), 0xFFFF) };
+            for (a, &xi) in acc_r.iter_mut().zip(&xv) {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
+            }
+        }
+        k += 16;
+    }
+    if full < cols {
+        let m = tail_mask(cols - full);
+        for (i, v) in xv.iter_mut().enumerate() {
+            // SAFETY: the lanes of `m` are the cols - full elements left in the row.
+            *v = unsafe { _mm512_maskz_loadu_ps(m, x.add((t0 + i) * cols + full)) };
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: as above, only the in-bounds tail lanes are read.
+            let wv = unsafe { load_w::<KIND, true>(w.add(((r0 + r) * cols + full) * esize), m) };
+            for (a, &xi) in acc_r.iter_mut().zip(&xv) {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (i, &a) in acc_r.iter().enumerate() {
+            // SAFETY: (t0 + i) * rows + r0 + r < tokens * rows.
+            unsafe { *out.add((t0 + i) * rows + r0 + r) = reduce16(a) };
+        }
+    }
+}
+
+/// Rows per tile, tokens per tile.
+const MM_RR: usize = 4;
+const MM_TT: usize = 3;
+
+/// # Safety
+/// Target features present; lengths as checked by `check_matmul_*` (`w` holds
+/// `rows * cols` elements of `KIND`).
+unsafe fn matmul_any<const KIND: u8>(x: &[f32], w: *const u8, cols: usize, rows: usize, tokens: usize, out: &mut [f32]) {
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    common::drive_matmul(rows, tokens, cols, MM_RR, MM_TT, |rn, tn, r, t| {
+        // SAFETY: the driver keeps r + rn <= rows and t + tn <= tokens; features as the caller.
+        unsafe {
+            match (rn, tn) {
+                (MM_RR, 3) => mm_tile::<KIND, MM_RR, 3>(xp, w, cols, rows, op, r, t),
+                (MM_RR, 2) => mm_tile::<KIND, MM_RR, 2>(xp, w, cols, rows, op, r, t),
+                (MM_RR, 1) => mm_tile::<KIND, MM_RR, 1>(xp, w, cols, rows, op, r, t),
+                _ => {
+                    for rr in r..r + rn {
+                        for tt in t..t + tn {
+                            mm_tile::<KIND, 1, 1>(xp, w, cols, rows, op, rr, tt);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
+    let (rows, tokens) = common::check_matmul_f32(x, w, cols, out);
+    // SAFETY: entry handed out only when `available()` (see `kernels`); shapes checked above.
+    unsafe { matmul_any::<W_F32>(x, w.as_ptr().cast(), cols, rows, tokens, out) }
+}
+
+fn matmul_f16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
+    let (rows, tokens) = common::check_matmul_half(x, w, cols, out);
+    // SAFETY: as in `matmul_f32`; `w` holds rows * cols f16 values.
+    unsafe { matmul_any::<W_F16>(x, w.as_ptr(), cols, rows, tokens, out) }
+}
+
+fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
+    let (rows, tokens) = common::check_matmul_half(x, w, cols, out);
+    // SAFETY: as in `matmul_f32`; `w` holds rows * cols bf16 values.
+    unsafe { matmul_any::<W_BF16>(x, w.as_ptr(), cols, rows, tokens, out) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Activation quantization
+// ---------------------------------------------------------------------------------------
+
+fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
+    assert!(q.len() == scales.len() * GROUP && x.len() <= q.len(), "quantize_row: bad lengths");
+    // SAFETY: entry handed out only when `available()`; lengths checked above.
+    unsafe { quantize_impl(x, q, scales) }
+}
+
+/// # Safety
+/// Target features present; `q.len() == 32 * scales.len() >= x.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+unsafe fn quantize_impl(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
+    let c127 = _mm512_set1_ps(127.0);
+    let cm127 = _mm512_set1_ps(-127.0);
+    for (g, s) in scales.iter_mut().enumerate() {
+        let start = (g * GROUP).min(x.len());
+        let n = (x.len() - start).min(GROUP);
+        let (m0, m1) = if n >= 16 { (0xFFFF, tail_mask(n - 16)) } else { (tail_mask(n), 0) };
+        let (p0, p1) = (x.as_ptr().wrapping_add(start), x.as_ptr().wrapping_add(start + 16));
+        // SAFETY: lanes selected by m0 / m1 are x[start .. start + n], in bounds; masked-off
+        // lanes are not accessed (masked loads suppress faults) and read as +0.0.
+        let (v0, v1) = unsafe { (_mm512_maskz_loadu_ps(m0, p0), _mm512_maskz_loadu_ps(m1, p1)) };
+        // max(|x|, m): vmaxps returns its second operand when either is NaN, so NaN inputs
+        // are skipped, as `f32::max` does in the scalar fold.
+        let m = _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
+        let amax = _mm512_reduce_max_ps(m);
+        // SAFETY: g < scales.len() and q.len() == 32 * scales.len().
+        let qg = unsafe { q.as_mut_ptr().add(g * GROUP) };
+        if amax == 0.0 {
+            *s = 0.0;
+            // SAFETY: 32 bytes at qg are in q.
+            unsafe { _mm256_storeu_si256(qg.cast(), _mm256_setzero_si256()) };
+            continue;
+        }
+        let inv = _mm512_set1_ps(127.0 / amax);
+        // Clamp before rounding (the bounds are integers, so this equals clamping after).
+        // vminps/vmaxps with the constant first pass a NaN product through; it converts to
+        // 0x8000_0000, whose low byte (vpmovdb truncates) is 0, as `NaN as i8` is in Rust.
+        let q0 = _mm512_cvtps_epi32(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v0, inv))));
+        let q1 = _mm512_cvtps_epi32(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v1, inv))));
+        let b = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1));
+        // SAFETY: 32 bytes at qg are in q.
+        unsafe { _mm256_storeu_si256(qg.cast(), b) };
+        *s = amax / 127.0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Quantized GEMV / GEMM
+// ---------------------------------------------------------------------------------------
+
+/// Row blocks per tile for decode (one token): independent accumulator chains and streams.
+const GEMV_RB: usize = 4;
+/// Row blocks x tokens per tile for prefill: each weight register feeds GEMM_TT tokens.
+const GEMM_RB: usize = 2;
+const GEMM_TT: usize = 4;
+
+fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
+    gemm(w, acts, blocks, out)
+}
+
+fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
+    gemm(w, acts, blocks, out)
+}
+
+/// Dispatches on `w.kind` like the scalar definition (both entries accept either kind).
+fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
+    let mut call = GemmCall::new(w, acts, &blocks, out);
+    if call.is_empty() {
+        return;
+    }
+    let mut sums = SumBuf::new(call.sums_len());
+    let factor = match w.kind {
+        QuantKind::Q8 => -128,
+        QuantKind::Q4 => -8,
+    };
+    // SAFETY: entry handed out only when `available()` (AVX2 included); `GemmCall::new`
+    // checked `acts.q` and `sums` has tokens * groups entries.
+    unsafe { common::group_sums(acts, call.groups, factor, sums.as_mut_slice()) };
+    call.set_corr(sums.as_mut_slice());
+    let (rbt, ttt) = if call.tokens == 1 { (GEMV_RB, 1) } else { (GEMM_RB, GEMM_TT) };
+    let c = &call;
+    match w.kind {
+        QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
+            // SAFETY: features as above; the driver keeps bi + rbn <= nblocks and
+            // t + tn <= tokens, the bounds `tile_q8` needs given `GemmCall`'s invariants.
+            unsafe {
+                match (rbn, tn) {
+                    (4, 1) => tile_q8::<4, 1>(c, bi, t),
+                    (3, 1) => tile_q8::<3, 1>(c, bi, t),
+                    (2, 1) => tile_q8::<2, 1>(c, bi, t),
+                    (2, 2) => tile_q8::<2, 2>(c, bi, t),
+                    (2, 3) => tile_q8::<2, 3>(c, bi, t),
+                    (2, 4) => tile_q8::<2, 4>(c, bi, t),
+                    (1, 4) => tile_q8::<1, 4>(c, bi, t),
+                    (1, 3) => tile_q8::<1, 3>(c, bi, t),
+                    (1, 2) => tile_q8::<1, 2>(c, bi, t),
+                    _ => {
+                        for b in bi..bi + rbn {
+                            for tt in t..t + tn {
+                                tile_q8::<1, 1>(c, b, tt);
+                            }
+                        }
+                    }
+                }
+            }
+        }),
+        QuantKind::Q4 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
+            // SAFETY: as for Q8 with `tile_q4`.
+            unsafe {
+                match (rbn, tn) {
+                    (4, 1) => tile_q4::<4, 1>(c, bi, t),
+                    (3, 1) => tile_q4::<3, 1>(c, bi, t),
+                    (2, 1) => tile_q4::<2, 1>(c, bi, t),
+                    (2, 2) => tile_q4::<2, 2>(c, bi, t),
+                    (2, 3) => tile_q4::<2, 3>(c, bi, t),
+                    (2, 4) => tile_q4::<2, 4>(c, bi, t),
+                    (1, 4) => tile_q4::<1, 4>(c, bi, t),
+                    (1, 3) => tile_q4::<1, 3>(c, bi, t),
+                    (1, 2) => tile_q4::<1, 2>(c, bi, t),
+                    _ => {
+                        for b in bi..bi + rbn {
+                            for tt in t..t + tn {
+                                tile_q4::<1, 1>(c, b, tt);
+                            }
+                        }
+                    }
+                }
+            }
+        }),
+    }
+}
+
+/// The f32 epilogue of one group: `acc += (w_scale * x_scale) * isum` for RB x TT tiles.
+///
+/// # Safety
+/// Target features present; `sp[r] + 32 * g` has 32 readable bytes, `c.xs` holds
+/// `(t + TT) * groups` scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[inline]
+unsafe fn epilogue<const RB: usize, const TT: usize>(
+    c: &GemmCall,
+    sp: &[*const u8; RB],
+    g: usize,
+    t: usize,
+    isum: &[[__m512i; TT]; RB],
+    acc: &mut [[__m512; TT]; RB],
+) {
+    for r in 0..RB {
+        // SAFETY: the 16 f16 scales of (row block, group g) are in `w.scales`.
+        let ws = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(sp[r].add(g * 32).cast()) });
+        for i in 0..TT {
+            // SAFETY: (t + i) * groups + g < tokens * groups.
+            let xs = unsafe { *c.xs.add((t + i) * c.groups + g) };
+            let s = _mm512_mul_ps(ws, _mm512_set1_ps(xs));
+            acc[r][i] = _mm512_add_ps(acc[r][i], _mm512_mul_ps(s, _mm512_cvtepi32_ps(isum[r][i])));
+        }
+    }
+}
+
+/// Pointers to the data and scales of row blocks `bi..bi+RB` of the call.
+///
+/// # Safety
+/// `c.rb0 + bi + RB` row blocks exist in the buffers (`GemmCall` invariants).
+#[inline]
+unsafe fn block_ptrs<const RB: usize>(c: &GemmCall, bi: usize, group_bytes: usize) -> ([*const u8; RB], [*const u8; RB]) {
+    let mut wp = [std::ptr::null(); RB];
+    let mut sp = [std::ptr::null(); RB];
+    for r in 0..RB {
+        let rb = c.rb0 + bi + r;
+        // SAFETY: rb < rb0 + nblocks: both offsets are within (or one past) the buffers.
+        unsafe {
+            wp[r] = c.data.add(rb * c.groups * group_bytes);
+            sp[r] = c.scales.add(rb * c.groups * 32);
+        }
+    }
+    (wp, sp)
+}
+
+/// Stores the RB x TT tile of 16-row results.
+///
+/// # Safety
+/// Target features present; `t + TT <= tokens`, `bi + RB <= nblocks`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[inline]
+unsafe fn store_tile<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize, acc: &[[__m512; TT]; RB]) {
+    for r in 0..RB {
+        for i in 0..TT {
+            // SAFETY: (t + i) * width + (bi + r) * 16 + 16 <= tokens * width.
+            unsafe { _mm512_storeu_ps(c.out.add((t + i) * c.width + (bi + r) * 16), acc[r][i]) };
+        }
+    }
+}
+
+/// INT8 tile: row blocks `bi..bi+RB` (relative to the call) x tokens `t..t+TT`.
+///
+/// # Safety
+/// Target features present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`, and the
+/// [`GemmCall`] invariants (corr filled).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+    let groups = c.groups;
+    let flip = _mm512_set1_epi8(-128);
+    // SAFETY: bi + RB <= nblocks.
+    let (wp, sp) = unsafe { block_ptrs::<RB>(c, bi, 512) };
+    let mut xp = [std::ptr::null::<i8>(); TT];
+    for (i, p) in xp.iter_mut().enumerate() {
+        // SAFETY: t + i < tokens: the token's row is in acts.q.
+        *p = unsafe { c.xq.add((t + i) * c.cols_padded) };
+    }
+    let mut acc = [[_mm512_setzero_ps(); TT]; RB];
+    for g in 0..groups {
+        let mut isum = [[_mm512_setzero_si512(); TT]; RB];
+        for i in 0..TT {
+            // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
+            let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
+            for row in isum.iter_mut() {
+                row[i] = corr;
+            }
+        }
+        for ch in 0..8 {
+            let mut wv = [_mm512_setzero_si512(); RB];
+            for r in 0..RB {
+                // SAFETY: chunk ch of group g of the row block: 64 bytes inside w.data.
+                wv[r] = _mm512_xor_si512(unsafe { _mm512_loadu_si512(wp[r].add(g * 512 + ch * 64).cast()) }, flip);
+            }
+            for i in 0..TT {
+                // SAFETY: 4 bytes at 32 g + 4 ch < cols_padded in token t + i's row.
+                let xb = _mm512_set1_epi32(unsafe { xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned() });
+                for r in 0..RB {
+                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], wv[r], xb);
+                }
+            }
+        }
+        // SAFETY: g < groups, t + TT <= tokens.
+        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+    }
+    // SAFETY: tile bounds as required by this function.
+    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+}
+
+/// INT4 tile: as [`tile_q8`]; one 64-byte load holds chunk c (low nibbles) and c + 4
+/// (high nibbles) of 16 rows.
+///
+/// # Safety
+/// As [`tile_q8`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+unsafe fn tile_q4<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+    let groups = c.groups;
+    let low = _mm512_set1_epi8(0x0F);
+    // SAFETY: bi + RB <= nblocks.
+    let (wp, sp) = unsafe { block_ptrs::<RB>(c, bi, 256) };
+    let mut xp = [std::ptr::null::<i8>(); TT];
+    for (i, p) in xp.iter_mut().enumerate() {
+        // SAFETY: t + i < tokens.
+        *p = unsafe { c.xq.add((t + i) * c.cols_padded) };
+    }
+    let mut acc = [[_mm512_setzero_ps(); TT]; RB];
+    for g in 0..groups {
+        let mut isum = [[_mm512_setzero_si512(); TT]; RB];
+        for i in 0..TT {
+            // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
+            let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
+            for row in isum.iter_mut() {
+                row[i] = corr;
+            }
+        }
+        for ch in 0..4 {
+            let mut lo = [_mm512_setzero_si512(); RB];
+            let mut hi = [_mm512_setzero_si512(); RB];
+            for r in 0..RB {
+                // SAFETY: 64-byte chunk ch of group g (256 bytes) of the row block, in w.data.
+                let raw = unsafe { _mm512_loadu_si512(wp[r].add(g * 256 + ch * 64).cast()) };
+                lo[r] = _mm512_and_si512(raw, low);
+                hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
+            }
+            for i in 0..TT {
+                // SAFETY: k = 32 g + 4 ch and 32 g + 4 (ch + 4), 4 bytes each, < cols_padded.
+                let (xl, xh) = unsafe {
+                    (
+                        xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned(),
+                        xp[i].add(g * GROUP + (ch + 4) * 4).cast::<i32>().read_unaligned(),
+                    )
+                };
+                let (xl, xh) = (_mm512_set1_epi32(xl), _mm512_set1_epi32(xh));
+                for r in 0..RB {
+                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], lo[r], xl);
+                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], hi[r], xh);
+                }
+            }
+        }
+        // SAFETY: g < groups, t + TT <= tokens.
+        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+    }
+    // SAFETY: tile bounds as required by this function.
+    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+}

@@ -1,0 +1,55 @@
+//! The native thread pool: made once (rayon), plugged into models as their prefill runner.
+//! Decode stays on one thread unless asked (it is memory-bound; design contract 4).
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use saguaro_engine::parallel::{Parallel, Serial, Threads};
+use saguaro_engine::{Error, Result};
+
+/// A fixed pool of worker threads.
+pub struct Pool {
+    pool: rayon::ThreadPool,
+}
+
+impl Pool {
+    pub fn new(threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("saguaro-{i}"))
+            .build()
+            .map_err(|e| Error::Io(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Pool { pool })
+    }
+}
+
+impl Parallel for Pool {
+    fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        self.pool.install(|| (0..tasks).into_par_iter().for_each(task));
+    }
+}
+
+/// Number of cores available to this process.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Runners for `prefill` threads (0 = all cores) and `decode` threads (default 1).
+pub fn make_threads(prefill: usize, decode: usize) -> Result<Threads> {
+    let runner = |n: usize| -> Result<Arc<dyn Parallel>> {
+        if n <= 1 {
+            Ok(Arc::new(Serial))
+        } else {
+            Ok(Arc::new(Pool::new(n)?))
+        }
+    };
+    let prefill = if prefill == 0 { available_cores() } else { prefill };
+    let prefill_runner = runner(prefill)?;
+    // Share the pool when both ask for the same count, so threads are made once.
+    let decode_runner = if decode == prefill { prefill_runner.clone() } else { runner(decode.max(1))? };
+    Ok(Threads { prefill: prefill_runner, decode: decode_runner })
+}

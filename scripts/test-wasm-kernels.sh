@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs the whole saguaro-engine unit-test suite as WebAssembly with SIMD (wasm32-wasip1,
+# -C target-feature=+simd128, so Kernels::portable() is the simd128 tier and its bit-exactness
+# tests against the scalar kernels run too) in Node's WASI (scripts/wasm-runner.mjs).
+# Installs what it needs first (idempotent): the rustup target; Node >= 20 must be on PATH.
+# Usage: ./scripts/test-wasm-kernels.sh [extra cargo test args, e.g. -- simd128]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+command -v node >/dev/null || { echo "test-wasm-kernels: node (>= 20) is required" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || { echo "test-wasm-kernels: node >= 20 is required (found $(node -v))" >&2; exit 1; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  rustup target add wasm32-wasip1 >/dev/null
+fi
+
+# proptest's default features (fork, timeout) pull in wait-timeout, which does not build for
+# WASI. The tests run in a shadow workspace (target/wasm-kernels/ws) whose manifest is the real
+# one with only the engine as member and proptest without those features; the engine's
+# sources are the real ones (symlink). The real Cargo.toml and Cargo.lock are not touched.
+ws="$root/target/wasm-kernels/ws"
+mkdir -p "$ws"
+ln -sfn "$root/engine" "$ws/engine"
+sed -E \
+  -e 's/^members = \[.*\]/members = ["engine"]/' \
+  -e 's/^default-members = \[.*\]/default-members = ["engine"]/' \
+  -e 's/^proptest = .*/proptest = { version = "1", default-features = false, features = ["std", "bit-set"] }/' \
+  Cargo.toml >"$ws/Cargo.toml"
+cp Cargo.lock "$ws/Cargo.lock"
+
+export CARGO_TARGET_DIR="$root/target"
+export CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $root/scripts/wasm-runner.mjs"
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128"
+cd "$ws"
+run() { cargo test -p saguaro-engine --target wasm32-wasip1 --lib "$@"; }
+if run "$@"; then
+  exit 0
+fi
+# Under wasm32-wasip1 a panic aborts the whole harness and libtest's captured output (the
+# assertion message) is lost: run again without capture so the message is printed.
+echo "test-wasm-kernels: a test failed; running again with --nocapture to show its message" >&2
+case " $* " in
+  *" -- "*) run "$@" --nocapture || true ;;
+  *) run "$@" -- --nocapture || true ;;
+esac
+exit 1
