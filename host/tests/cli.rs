@@ -190,3 +190,47 @@ fn bad_tensors_are_clean_errors() {
     std::fs::remove_file(s.0.join("model-00002-of-00003.safetensors")).unwrap();
     assert_clean_error(&["logits", "--model", s.path(), "--tokens", "1"], "model-00002-of-00003.safetensors");
 }
+
+#[test]
+fn convert_info_and_hostile_cact_files() {
+    let dir = std::env::temp_dir().join(format!("saguaro-cli-cact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixture("mqa-headdim");
+    let r = reference("mqa-headdim");
+    for quant in ["f32", "f16", "int8", "int4"] {
+        let out = dir.join(format!("m-{quant}.cact"));
+        let o = saguaro(&["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quant", quant, "--quiet"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let info = saguaro(&["info", out.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(info.status.success() && text.contains("parameters") && text.contains("model.embed_tokens.weight"), "{text}");
+    }
+    // The f32 file gives transformers' greedy tokens.
+    let f32_path = dir.join("m-f32.cact");
+    let o = saguaro(&["generate", "--model", f32_path.to_str().unwrap(), "--tokens", &join(&ids(&r["prompt"])), "--max-tokens", "16", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ids(&json["tokens"]), ids(&r["greedy"]));
+
+    let good = std::fs::read(dir.join("m-int8.cact")).unwrap();
+    let bad = dir.join("bad.cact");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (good[..good.len() / 2].to_vec(), "header says"),
+        (good[..40].to_vec(), "shorter than"),
+        ({ let mut b = good.clone(); b[0] = b'X'; b }, "not a .cact file"),
+        ({ let mut b = good.clone(); b[4] = 9; b }, "version 9"),
+        ({ let mut b = good.clone(); b[70] = b'#'; b }, "manifest"),
+    ];
+    for (bytes, needle) in cases {
+        std::fs::write(&bad, &bytes).unwrap();
+        assert_clean_error(&["logits", "--model", bad.to_str().unwrap(), "--tokens", "1,2"], needle);
+        let info = saguaro(&["info", bad.to_str().unwrap()]);
+        assert_eq!(info.status.code(), Some(1));
+    }
+    // A failed conversion leaves no output behind.
+    let out = dir.join("never.cact");
+    assert_clean_error(&["convert", "/nonexistent", "-o", out.to_str().unwrap()], "no such file");
+    assert_clean_error(&["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quant", "int3"], "unknown quantization");
+    assert!(!out.exists());
+    assert_clean_error(&["synth", "--shape", "gpt-2", "-o", out.to_str().unwrap()], "unknown shape");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -820,3 +820,57 @@ fn options_from_environment_variables() {
     // from_env is from_lookup over the process environment (read only, never modified here).
     assert_eq!(HubOptions::from_env(), HubOptions::from_lookup(|k| std::env::var(k).ok()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `saguaro pull` command end to end
+
+fn saguaro(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_saguaro"));
+    cmd.args(args);
+    for var in ["HF_ENDPOINT", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn pull_downloads_and_converts_to_a_working_cact() {
+    let hub = MockHub::start();
+    let dir = TempDir::new("pull");
+    let out = dir.path().join("tiny-int8.cact");
+    let env = [("HF_ENDPOINT", hub.endpoint()), ("HF_HUB_CACHE", dir.path().join("cache").display().to_string())];
+    let run = saguaro(&["pull", "LiquidAI/tiny-hybrid", "-o", out.to_str().unwrap(), "--quant", "int8", "--quiet"], &env);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..4], b"CACT");
+
+    // Same tokens as converting the fixture folder directly.
+    let local = dir.path().join("local.cact");
+    let conv = saguaro(&["convert", fixture_dir("hybrid-gqa").to_str().unwrap(), "-o", local.to_str().unwrap(), "--quant", "int8", "--quiet"], &[]);
+    assert!(conv.status.success());
+    let gen = |m: &Path| {
+        let o = saguaro(&["generate", "--model", m.to_str().unwrap(), "--tokens", "5,6,7,8", "--max-tokens", "8", "--json"], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(gen(&out), gen(&local));
+    // The tokenizer files and chat template from the repository travel inside the .cact.
+    let file = saguaro_host::engine::format::CactFile::parse(saguaro_host::loader::map_file(&out).unwrap()).unwrap();
+    assert_eq!(file.file("tokenizer.json"), Some(TOKENIZER_JSON));
+    assert!(file.manifest.chat_template.as_deref().unwrap().contains("im_start"));
+}
+
+#[test]
+fn pull_offline_is_a_clear_error() {
+    let dir = TempDir::new("pull-offline");
+    let env = [("HF_ENDPOINT", closed_port_endpoint()), ("HF_HUB_CACHE", dir.path().display().to_string())];
+    let out = dir.path().join("x.cact");
+    let run = saguaro(&["pull", "LiquidAI/LFM2-350M", "-o", out.to_str().unwrap(), "--quiet"], &env);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not reach the Hugging Face hub"), "{stderr}");
+    assert!(!out.exists());
+}

@@ -40,6 +40,40 @@ pub struct SynthArgs {
     quiet: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Hugging Face repository, e.g. LiquidAI/LFM2-350M.
+    repo_id: String,
+    /// Branch, tag or commit (default: main).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Output .cact file (default: <name>-<quant>.cact in the current folder).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Storage of the weight matrices: f32, f16, int8 or int4.
+    #[arg(long, default_value = "int8")]
+    quant: String,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Downloads a model (honouring HF_ENDPOINT, HF_TOKEN, HF_HOME/HF_HUB_CACHE and
+/// HF_HUB_OFFLINE) and converts it.
+pub fn pull(args: PullArgs) -> Result<()> {
+    let quant: Quant = args.quant.parse()?;
+    let mut opts = saguaro_host::hub::HubOptions::from_env();
+    opts.progress = opts.progress && !args.quiet;
+    let folder = saguaro_host::hub::download_model(&args.repo_id, args.revision.as_deref(), &opts)?;
+    let output = args.output.unwrap_or_else(|| {
+        let name = args.repo_id.rsplit('/').next().unwrap_or("model");
+        PathBuf::from(format!("{name}-{}.cact", quant.name()))
+    });
+    saguaro_host::convert::convert_path(&folder, &output, quant, !args.quiet)?;
+    eprintln!("wrote {} ({} from {})", output.display(), quant.name(), args.repo_id);
+    Ok(())
+}
+
 pub fn convert(args: ConvertArgs) -> Result<()> {
     let quant: Quant = args.quant.parse()?;
     saguaro_host::convert::convert_path(&args.src, &args.output, quant, !args.quiet)?;

@@ -28,6 +28,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Convert a Hugging Face folder or a GGUF file to a .cact model file.
     Convert(convert::ConvertArgs),
+    /// Download a model from the Hugging Face hub and convert it to .cact.
+    Pull(convert::PullArgs),
     /// Write a .cact with deterministic random weights of a published LFM2 shape.
     Synth(convert::SynthArgs),
     /// Describe a .cact file (config, parameters, tensors) and/or this CPU's kernels.
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => run::generate(args),
         Command::Convert(args) => convert::convert(args),
         Command::Synth(args) => convert::synth(args),
+        Command::Pull(args) => convert::pull(args),
         Command::Info(args) => info::info(args),
     };
     match result {
