@@ -9,6 +9,7 @@
 //!   [`threads`]: the thread pool.
 
 pub mod hub;
+pub mod bench;
 pub mod convert;
 pub mod gguf;
 pub mod kernels;

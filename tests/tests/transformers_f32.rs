@@ -104,3 +104,19 @@ fn fixtures_cover_what_they_claim() {
     assert_eq!(cfg("hybrid-gqa").ffn_dim, 192);
     assert_eq!(cfg("conv-heavy").ffn_dim, 256);
 }
+
+#[test]
+fn long_prompts_are_chunked_without_changing_bits() {
+    // 600 tokens: three prefill chunks. Same bits as feeding 100-token pieces.
+    let (model, _) = load("hybrid-gqa");
+    let prompt: Vec<u32> = (0..600u32).map(|i| (i * 7919 + 13) % 397).collect();
+    let all = model.forward(&mut model.new_state(), &prompt, LogitsMode::All).unwrap();
+    let mut state = model.new_state();
+    let mut pieces = Vec::new();
+    for chunk in prompt.chunks(100) {
+        pieces.extend(model.forward(&mut state, chunk, LogitsMode::All).unwrap());
+    }
+    assert!(all.iter().zip(&pieces).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let last = model.forward(&mut model.new_state(), &prompt, LogitsMode::Last).unwrap();
+    assert_eq!(last[..], all[all.len() - 397..]);
+}

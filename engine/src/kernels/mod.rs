@@ -69,6 +69,12 @@ pub type MatmulHalf = fn(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]);
 pub type DotF32 = fn(a: &[f32], b: &[f32]) -> f32;
 /// Quantizes one activation row `x` `[K]` into `q` `[Kp]` and `scales` `[Kp/32]`.
 pub type QuantizeRow = fn(x: &[f32], q: &mut [i8], scales: &mut [f32]);
+/// In-place softmax of one row.
+pub type Softmax = fn(x: &mut [f32]);
+/// `gate = silu(gate) * up`, elementwise.
+pub type SiluMul = fn(gate: &mut [f32], up: &[f32]);
+/// `y += a * x`, elementwise.
+pub type Axpy = fn(a: f32, x: &[f32], y: &mut [f32]);
 /// Quantized matmul over the row blocks `blocks` (16 rows each) for every token:
 /// `out[t][i]` for i < 16 * blocks.len() is row `16 * blocks.start + i` (padding rows
 /// included, their values are 0).
@@ -86,6 +92,9 @@ pub struct Kernels {
     pub quantize_row: QuantizeRow,
     pub gemm_q8: GemmQuant,
     pub gemm_q4: GemmQuant,
+    pub softmax: Softmax,
+    pub silu_mul: SiluMul,
+    pub axpy: Axpy,
 }
 
 impl Kernels {
@@ -100,6 +109,9 @@ impl Kernels {
             quantize_row: scalar::quantize_row,
             gemm_q8: scalar::gemm_q8,
             gemm_q4: scalar::gemm_q4,
+            softmax: scalar::softmax,
+            silu_mul: scalar::silu_mul,
+            axpy: scalar::axpy,
         }
     }
 

@@ -56,6 +56,51 @@ pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
     }
 }
 
+/// Canonical sum: the lanes of [`dot_f32`] with every product replaced by the element.
+pub fn sum_f32(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; F32_LANES];
+    let mut chunks = x.chunks_exact(F32_LANES);
+    for c in &mut chunks {
+        for lane in 0..F32_LANES {
+            acc[lane] += c[lane];
+        }
+    }
+    let rest = chunks.remainder();
+    for lane in 0..F32_LANES {
+        acc[lane] += if lane < rest.len() { rest[lane] } else { 0.0 };
+    }
+    reduce_lanes(acc)
+}
+
+/// In-place softmax: `m = max(x)`, `e = exp_f32(x - m)`, `s` = canonical sum of `e`,
+/// `x = e * (1 / s)`.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = crate::math::exp_f32(*v - max);
+    }
+    let inv = 1.0 / sum_f32(x);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SwiGLU gate in place: `gate = silu(gate) * up`, elementwise.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = crate::math::silu(*g) * u;
+    }
+}
+
+/// `y += a * x`, elementwise (multiply rounded, then add).
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
 /// `matmul_f32` with f16 weights: each weight is widened to f32 (exact), then the
 /// canonical dot product.
 pub fn matmul_f16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {

@@ -12,8 +12,11 @@
 use super::{AttentionBlock, ConvBlock, FeedForward, LayerState, Mixer, Model, State};
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
-use crate::math::{rms_norm, rms_norm_rows_inplace, silu, softmax_inplace, Rope};
+use crate::math::{rms_norm, rms_norm_rows_inplace, Rope};
 use crate::parallel::{for_each_piece_mut, split_len, Parallel};
+
+/// Prompts longer than this are processed in chunks of this many tokens.
+pub const PREFILL_CHUNK: usize = 256;
 
 /// Which logits the forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,27 @@ impl Model {
                 tokens.len()
             )));
         }
+        // Long prompts run in chunks: bounded scratch memory, same bits (every token's
+        // computation is independent of how the prompt is cut).
+        if tokens.len() > PREFILL_CHUNK {
+            let mut logits = Vec::new();
+            let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                let chunk_mode = match mode {
+                    LogitsMode::All => LogitsMode::All,
+                    _ if last => mode,
+                    _ => LogitsMode::None,
+                };
+                logits.extend(self.forward_chunk(state, chunk, chunk_mode));
+            }
+            return Ok(logits);
+        }
+        Ok(self.forward_chunk(state, tokens, mode))
+    }
+
+    /// The forward pass proper over validated tokens.
+    fn forward_chunk(&self, state: &mut State, tokens: &[u32], mode: LogitsMode) -> Vec<f32> {
 
         let k = &self.kernels;
         let cfg = &self.config;
@@ -82,7 +106,7 @@ impl Model {
         state.pos += t;
 
         let rows: &[f32] = match mode {
-            LogitsMode::None => return Ok(Vec::new()),
+            LogitsMode::None => return Vec::new(),
             LogitsMode::All => &h,
             LogitsMode::Last => &h[(t - 1) * d..],
         };
@@ -94,7 +118,7 @@ impl Model {
         let head = self.head();
         let mut logits = vec![0.0f32; n * head.rows];
         head.forward(k, par, &final_h, &mut logits);
-        Ok(logits)
+        logits
     }
 }
 
@@ -224,12 +248,9 @@ fn attention_forward(
                     let ks = &keys[(s * kv_heads + kvh) * hd..][..hd];
                     scores.push((k.dot_f32)(qh, ks) * scale);
                 }
-                softmax_inplace(&mut scores);
+                (k.softmax)(&mut scores);
                 for (s, &p) in scores.iter().enumerate() {
-                    let vs = &values[(s * kv_heads + kvh) * hd..][..hd];
-                    for (oi, &vi) in o.iter_mut().zip(vs) {
-                        *oi += p * vi;
-                    }
+                    (k.axpy)(p, &values[(s * kv_heads + kvh) * hd..][..hd], o);
                 }
             }
         }
@@ -244,8 +265,6 @@ fn ffn_forward(k: &Kernels, par: &dyn Parallel, ffn: &FeedForward, u: &[f32], t:
     let mut up = vec![0.0f32; t * f]; // [T, F]
     ffn.w1.forward(k, par, u, &mut gate);
     ffn.w3.forward(k, par, u, &mut up);
-    for (g, &u) in gate.iter_mut().zip(&up) {
-        *g = silu(*g) * u;
-    }
+    (k.silu_mul)(&mut gate, &up);
     ffn.w2.forward(k, par, &gate, out);
 }

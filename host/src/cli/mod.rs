@@ -1,6 +1,7 @@
 //! Command-line interface. Each subcommand lives in its own module; they share the
 //! argument parsing helpers here.
 
+mod bench;
 mod convert;
 mod info;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Pull(convert::PullArgs),
     /// Write a .cact with deterministic random weights of a published LFM2 shape.
     Synth(convert::SynthArgs),
+    /// Measure prefill/decode speed, time to first token, open time and memory.
+    Bench(bench::BenchArgs),
     /// Describe a .cact file (config, parameters, tensors) and/or this CPU's kernels.
     Info(info::InfoArgs),
 }
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => convert::synth(args),
         Command::Pull(args) => convert::pull(args),
         Command::Info(args) => info::info(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

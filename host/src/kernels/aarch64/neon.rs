@@ -34,6 +34,7 @@ pub fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        ..Kernels::scalar()
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        ..Kernels::scalar()
     }
 }
 
@@ -337,39 +338,19 @@ fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]
     }
     call.set_corr(sums.as_mut_slice());
     let c = &call;
-    let (rbt, ttt) = if c.tokens == 1 { (2, 1) } else { (1, 2) };
+    // Decode: one row block at a time (a single sequential weight stream, prefetched);
+    // prefill: 1 row block(s) x 4 tokens per tile.
+    let (rbt, ttt) = if c.tokens == 1 { (1, 1) } else { (1, 4) };
     match w.kind {
         QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: features as above; bi + rbn <= nblocks, t + tn <= tokens.
-            unsafe {
-                match (rbn, tn) {
-                    (2, 1) => tile_q8::<2, 1>(c, bi, t),
-                    (1, 2) => tile_q8::<1, 2>(c, bi, t),
-                    _ => {
-                        for b in bi..bi + rbn {
-                            for tt in t..t + tn {
-                                tile_q8::<1, 1>(c, b, tt);
-                            }
-                        }
-                    }
-                }
-            }
+            // SAFETY: entry handed out only when `available()` (see `kernels`); the driver
+            // keeps bi + rbn <= nblocks and t + tn <= tokens, the bounds the tiles need
+            // given `GemmCall`'s invariants (corr attached above).
+            unsafe { dispatch!(tile_q8, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false)]) }
         }),
         QuantKind::Q4 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
             // SAFETY: as for Q8.
-            unsafe {
-                match (rbn, tn) {
-                    (2, 1) => tile_q4::<2, 1>(c, bi, t),
-                    (1, 2) => tile_q4::<1, 2>(c, bi, t),
-                    _ => {
-                        for b in bi..bi + rbn {
-                            for tt in t..t + tn {
-                                tile_q4::<1, 1>(c, b, tt);
-                            }
-                        }
-                    }
-                }
-            }
+            unsafe { dispatch!(tile_q4, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false)]) }
         }),
     }
 }
@@ -458,7 +439,7 @@ pub(super) unsafe fn store_tile<const RB: usize, const TT: usize>(c: &GemmCall, 
 /// # Safety
 /// AVX2 + F16C present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`, `GemmCall` invariants.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+unsafe fn tile_q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
     let ones = _mm256_set1_epi16(1);
     // SAFETY: tile bounds as required.
     let ((wp, sp), xp) = unsafe { (block_ptrs::<RB>(c, bi, 512), token_ptrs::<TT>(c, t)) };
@@ -468,6 +449,11 @@ unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
         for ch in 0..8 {
             let mut raw = [[_mm256_setzero_si256(); 2]; RB];
             let mut aw = [[_mm256_setzero_si256(); 2]; RB];
+            if PF {
+                for r in 0..RB {
+                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 512 + ch * 64 + common::PREFETCH_DISTANCE).cast());
+                }
+            }
             for r in 0..RB {
                 for h in 0..2 {
                     // SAFETY: 32 bytes of chunk ch of group g of the row block, in w.data.
@@ -499,7 +485,7 @@ unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
 /// # Safety
 /// As [`tile_q8`], with the correction sums (`-8 * sum(x)`) attached.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn tile_q4<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+unsafe fn tile_q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
     let ones = _mm256_set1_epi16(1);
     let low = _mm256_set1_epi8(0x0F);
     // SAFETY: tile bounds as required.
@@ -510,6 +496,11 @@ unsafe fn tile_q4<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
         for ch in 0..4 {
             let mut lo = [[_mm256_setzero_si256(); 2]; RB];
             let mut hi = [[_mm256_setzero_si256(); 2]; RB];
+            if PF {
+                for r in 0..RB {
+                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 256 + ch * 64 + common::PREFETCH_DISTANCE).cast());
+                }
+            }
             for r in 0..RB {
                 for h in 0..2 {
                     // SAFETY: 32 bytes of chunk ch of group g (256 bytes) of the row block.

@@ -48,6 +48,7 @@ pub(super) fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        ..Kernels::scalar()
     }
 }
 
@@ -297,12 +298,6 @@ unsafe fn quantize_impl(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
 // Quantized GEMV / GEMM
 // ---------------------------------------------------------------------------------------
 
-/// Row blocks per tile for decode (one token): independent accumulator chains and streams.
-const GEMV_RB: usize = 4;
-/// Row blocks x tokens per tile for prefill: each weight register feeds GEMM_TT tokens.
-const GEMM_RB: usize = 2;
-const GEMM_TT: usize = 4;
-
 fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
     gemm(w, acts, blocks, out)
 }
@@ -326,55 +321,20 @@ fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]
     // checked `acts.q` and `sums` has tokens * groups entries.
     unsafe { common::group_sums(acts, call.groups, factor, sums.as_mut_slice()) };
     call.set_corr(sums.as_mut_slice());
-    let (rbt, ttt) = if call.tokens == 1 { (GEMV_RB, 1) } else { (GEMM_RB, GEMM_TT) };
     let c = &call;
+    // Decode: one row block at a time (a single sequential weight stream, prefetched);
+    // prefill: 2 row block(s) x 4 tokens per tile.
+    let (rbt, ttt) = if c.tokens == 1 { (1, 1) } else { (2, 4) };
     match w.kind {
         QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: features as above; the driver keeps bi + rbn <= nblocks and
-            // t + tn <= tokens, the bounds `tile_q8` needs given `GemmCall`'s invariants.
-            unsafe {
-                match (rbn, tn) {
-                    (4, 1) => tile_q8::<4, 1>(c, bi, t),
-                    (3, 1) => tile_q8::<3, 1>(c, bi, t),
-                    (2, 1) => tile_q8::<2, 1>(c, bi, t),
-                    (2, 2) => tile_q8::<2, 2>(c, bi, t),
-                    (2, 3) => tile_q8::<2, 3>(c, bi, t),
-                    (2, 4) => tile_q8::<2, 4>(c, bi, t),
-                    (1, 4) => tile_q8::<1, 4>(c, bi, t),
-                    (1, 3) => tile_q8::<1, 3>(c, bi, t),
-                    (1, 2) => tile_q8::<1, 2>(c, bi, t),
-                    _ => {
-                        for b in bi..bi + rbn {
-                            for tt in t..t + tn {
-                                tile_q8::<1, 1>(c, b, tt);
-                            }
-                        }
-                    }
-                }
-            }
+            // SAFETY: entry handed out only when `available()` (see `kernels`); the driver
+            // keeps bi + rbn <= nblocks and t + tn <= tokens, the bounds the tiles need
+            // given `GemmCall`'s invariants (corr attached above).
+            unsafe { dispatch!(tile_q8, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false), (2, 1, false), (2, 2, false), (2, 3, false), (2, 4, false)]) }
         }),
         QuantKind::Q4 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: as for Q8 with `tile_q4`.
-            unsafe {
-                match (rbn, tn) {
-                    (4, 1) => tile_q4::<4, 1>(c, bi, t),
-                    (3, 1) => tile_q4::<3, 1>(c, bi, t),
-                    (2, 1) => tile_q4::<2, 1>(c, bi, t),
-                    (2, 2) => tile_q4::<2, 2>(c, bi, t),
-                    (2, 3) => tile_q4::<2, 3>(c, bi, t),
-                    (2, 4) => tile_q4::<2, 4>(c, bi, t),
-                    (1, 4) => tile_q4::<1, 4>(c, bi, t),
-                    (1, 3) => tile_q4::<1, 3>(c, bi, t),
-                    (1, 2) => tile_q4::<1, 2>(c, bi, t),
-                    _ => {
-                        for b in bi..bi + rbn {
-                            for tt in t..t + tn {
-                                tile_q4::<1, 1>(c, b, tt);
-                            }
-                        }
-                    }
-                }
-            }
+            // SAFETY: as for Q8.
+            unsafe { dispatch!(tile_q4, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false), (2, 1, false), (2, 2, false), (2, 3, false), (2, 4, false)]) }
         }),
     }
 }
@@ -446,7 +406,7 @@ unsafe fn store_tile<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, 
 /// Target features present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`, and the
 /// [`GemmCall`] invariants (corr filled).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+unsafe fn tile_q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
     let groups = c.groups;
     let flip = _mm512_set1_epi8(-128);
     // SAFETY: bi + RB <= nblocks.
@@ -469,6 +429,9 @@ unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
         for ch in 0..8 {
             let mut wv = [_mm512_setzero_si512(); RB];
             for r in 0..RB {
+                if PF {
+                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 512 + ch * 64 + common::PREFETCH_DISTANCE).cast());
+                }
                 // SAFETY: chunk ch of group g of the row block: 64 bytes inside w.data.
                 wv[r] = _mm512_xor_si512(unsafe { _mm512_loadu_si512(wp[r].add(g * 512 + ch * 64).cast()) }, flip);
             }
@@ -493,7 +456,7 @@ unsafe fn tile_q8<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
 /// # Safety
 /// As [`tile_q8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn tile_q4<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: usize) {
+unsafe fn tile_q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
     let groups = c.groups;
     let low = _mm512_set1_epi8(0x0F);
     // SAFETY: bi + RB <= nblocks.
@@ -517,6 +480,9 @@ unsafe fn tile_q4<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, t: 
             let mut lo = [_mm512_setzero_si512(); RB];
             let mut hi = [_mm512_setzero_si512(); RB];
             for r in 0..RB {
+                if PF {
+                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 256 + ch * 64 + common::PREFETCH_DISTANCE).cast());
+                }
                 // SAFETY: 64-byte chunk ch of group g (256 bytes) of the row block, in w.data.
                 let raw = unsafe { _mm512_loadu_si512(wp[r].add(g * 256 + ch * 64).cast()) };
                 lo[r] = _mm512_and_si512(raw, low);

@@ -12,6 +12,24 @@
 // Tiles index small fixed-size register arrays in nested loops; plain index loops read best.
 #![allow(clippy::needless_range_loop)]
 
+/// Calls `$tile::<R, T, PF>(c, bi, t)` for the run-time tile size `(rbn, tn)` from a fixed
+/// list of instantiations; any other size (never produced by the drivers' settings) is
+/// computed one row block and one token at a time, which gives the same results.
+macro_rules! dispatch {
+    ($tile:ident, $c:expr, $rbn:expr, $tn:expr, $bi:expr, $t:expr, [$(($r:literal, $tt:literal, $pf:literal)),* $(,)?]) => {
+        match ($rbn, $tn) {
+            $(($r, $tt) => $tile::<$r, $tt, $pf>($c, $bi, $t),)*
+            _ => {
+                for b in $bi..$bi + $rbn {
+                    for tt in $t..$t + $tn {
+                        $tile::<1, 1, false>($c, b, tt);
+                    }
+                }
+            }
+        }
+    };
+}
+
 mod avx2;
 mod avx512;
 mod avxvnni;

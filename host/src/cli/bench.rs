@@ -1,0 +1,95 @@
+//! `saguaro bench`: prefill and decode speed, time to first token, open time and memory of
+//! one model on this machine (benches/run.sh records the results).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use saguaro_engine::math::argmax;
+use saguaro_engine::{Error, LogitsMode, Result};
+use saguaro_host::bench::{memory, read_bandwidth, MB};
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A .cact model (e.g. from `saguaro synth`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Prompt length (random token ids).
+    #[arg(long, default_value_t = 1024)]
+    prefill: usize,
+    /// Tokens to decode after the prompt (greedy, one at a time).
+    #[arg(long, default_value_t = 100)]
+    decode: usize,
+    #[command(flatten)]
+    threads: super::run::ThreadArgs,
+    /// Instead of a model, measure single-thread memory read bandwidth (GB/s).
+    #[arg(long)]
+    bandwidth: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.bandwidth {
+        let gbs = read_bandwidth(1 << 30, 5) / 1e9;
+        let out = json!({"read_bandwidth_gbs": gbs});
+        return super::write_stdout(format!("{}\n", if args.json { out.to_string() } else { format!("read bandwidth {gbs:.2} GB/s") }).as_bytes());
+    }
+    let path = args.model.as_ref().ok_or_else(|| Error::Input("give --model (or --bandwidth)".into()))?;
+    if args.prefill == 0 {
+        return Err(Error::Input("--prefill must be at least 1".into()));
+    }
+    let before = memory();
+    let start = Instant::now();
+    let model = args.threads.load(path)?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let after_open = memory();
+
+    let vocab = model.config.vocab_size as u32;
+    // Deterministic "random" prompt ids, avoiding the special ids below 16.
+    let prompt: Vec<u32> = (0..args.prefill as u32).map(|i| 16 + (i.wrapping_mul(2_654_435_761) >> 8) % (vocab - 16)).collect();
+    let mut state = model.new_state();
+    let start = Instant::now();
+    let logits = model.forward(&mut state, &prompt, LogitsMode::Last)?;
+    let mut next = argmax(&logits) as u32;
+    let ttft = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    for _ in 0..args.decode {
+        let logits = model.forward(&mut state, &[next], LogitsMode::Last)?;
+        next = argmax(&logits) as u32;
+    }
+    let decode_secs = start.elapsed().as_secs_f64();
+    let after = memory();
+
+    // Bytes one decode step reads: every tensor (the embedding is read whole as the LM
+    // head) plus the KV cache at the mean decode position.
+    let weight_bytes: u64 = model.file.manifest.tensors.iter().map(|t| t.data.length + t.scales.map_or(0, |s| s.length)).sum();
+    let c = &model.config;
+    let attn_layers = c.layer_kinds.iter().filter(|k| **k == saguaro_engine::LayerKind::Attention).count();
+    let mean_pos = args.prefill + args.decode / 2;
+    let kv_bytes = (attn_layers * mean_pos * c.num_kv_heads * c.head_dim * 2 * 4) as u64;
+
+    let out = json!({
+        "model": path.display().to_string(),
+        "kernels": model.kernels.tier,
+        "prefill_threads": model.threads.prefill.threads(),
+        "decode_threads": model.threads.decode.threads(),
+        "prefill_tokens": args.prefill,
+        "decode_tokens": args.decode,
+        "prefill_tps": args.prefill as f64 / ttft,
+        "decode_tps": if args.decode > 0 { args.decode as f64 / decode_secs } else { 0.0 },
+        "time_to_first_token_ms": ttft * 1e3,
+        "open_ms": open_ms,
+        "peak_rss_mb": after.peak_rss as f64 / MB,
+        "rss_anon_open_mb": after_open.rss_anon as f64 / MB,
+        "rss_anon_mb": after.rss_anon as f64 / MB,
+        "rss_anon_before_open_mb": before.rss_anon as f64 / MB,
+        "rss_file_mb": after.rss_file as f64 / MB,
+        "bytes_per_decode_token": weight_bytes + kv_bytes,
+    });
+    let text = if args.json { format!("{out}\n") } else { format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()) };
+    super::write_stdout(text.as_bytes())
+}
