@@ -32,7 +32,6 @@ pub const fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
-        ..Kernels::scalar()
     }
 }
 
@@ -419,16 +418,12 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
 // Quantized GEMM (r16k4)
 // ---------------------------------------------------------------------------------------
 //
-// One 16-byte load of a 64-byte chunk holds 4 rows x 4 k (byte 4 r + j: row r, k = 4 c + j).
-// Read as eight u16 lanes, lane r2 + {0,1} of row r... more simply: lane i holds the bytes
-// j = 0, 1 (i even) or j = 2, 3 (i odd) of row i / 2. Its low byte ("even" k: j = 0 or 2) and
-// high byte ("odd" k: j = 1 or 3) are split with shifts into two i16 vectors, and
-// `i32x4_dot_i16x8` against the activations arranged the same way ([x0, x2] and [x1, x3]
-// repeated) gives, lane by lane, whole row sums for the 4 rows: no horizontal step. Sums of
-// 32 products of int8 values are exact in i32.
-// INT4: a byte holds chunk c (low nibble) and chunk c + 4 (high nibble), so one u16 lane gives
-// four nibbles (masks and shifts) for four dot products. Nibbles are used as 0..15 and the
-// offset is removed once per group: sum((n - 8) x) = sum(n x) - 8 sum(x), exact in i32.
+// One 16-byte load of a 64-byte chunk holds 4 rows x 4 k. Sign-extended to i16 (low half:
+// rows 0-1, high half: rows 2-3) and multiplied by the chunk's 4 activations repeated twice
+// with `i32x4_dot_i16x8`, it gives each row's two pair sums; over a group these accumulate
+// exactly in i32 and one shuffle-add per 4 rows finishes the 32-product sums.
+// INT4: nibbles are zero-extended (0..15) and the offset is removed once per group:
+// sum((n - 8) x) = sum(n x) - 8 sum(x), exact in i32.
 
 /// Tokens per pass over the weights in prefill (each weight vector feeds this many tokens).
 const TILE: usize = 4;
@@ -436,8 +431,6 @@ const TILE: usize = 4;
 const PANEL_BYTES: usize = 512 * 1024;
 /// Chunks of 4 k per group.
 const CHUNKS: usize = GROUP / CHUNK_K;
-/// Activation vectors per group and token: (even, odd) for each chunk.
-const XV: usize = 2 * CHUNKS;
 
 /// INT8-weight matmul (see [`scalar::gemm_q8`]).
 pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
@@ -471,6 +464,7 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
     assert!(
         w.data.len() >= blocks.end * groups * group_bytes
             && w.scales.len() >= blocks.end * groups * ROW_BLOCK * 2
+            && acts.q.len() >= acts.tokens * acts.cols_padded
             && acts.scales.len() >= acts.tokens * groups,
         "gemm: buffers too short"
     );
@@ -479,10 +473,8 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
     }
     let job = Job { data: w.data.as_ptr(), scales: w.scales.as_ptr(), groups, group_bytes, acts };
     let tokens = acts.tokens;
-    // Prefill: panels of row blocks small enough to stay in cache while every token tile
-    // passes over them (activations are re-arranged once per panel and tile).
-    let panel = if tokens <= TILE { nblocks } else { (PANEL_BYTES / (groups * group_bytes).max(1)).clamp(4, nblocks.max(4)) };
-    let mut xv: Vec<v128> = Vec::with_capacity(groups * XV * TILE.min(tokens));
+    let panel = if tokens <= TILE { nblocks } else { (PANEL_BYTES / (groups * group_bytes).max(1)).clamp(1, nblocks) };
+    let mut xv: Vec<v128> = Vec::with_capacity(groups * CHUNKS * TILE.min(tokens));
     let mut corr: Vec<v128> = Vec::with_capacity(groups * TILE.min(tokens));
     let mut p0 = blocks.start;
     while p0 < blocks.end {
@@ -495,8 +487,8 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
                 let o = t0 * width + (rb - blocks.start) * ROW_BLOCK;
                 let outp = out[o..].as_mut_ptr();
                 // SAFETY: rb < blocks.end (data and scales checked above); tokens t0 .. t0 + nt
-                // exist; out holds o + t * width .. + 16 for t < nt (o + (nt - 1) * width + 16
-                // <= tokens * width); xv / corr were just filled for nt tokens.
+                // exist; out holds rows o + t * width .. + 16 for t < nt (o + (nt - 1) * width
+                // + 16 <= tokens * width); xv / corr were just filled for nt tokens.
                 unsafe {
                     match (kind, nt) {
                         (QuantKind::Q8, 1) => q8_block_1(&job, rb, t0, &xv, outp),
@@ -516,21 +508,6 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
     }
 }
 
-/// Sign-extends the low byte of each i16 lane.
-#[inline(always)]
-fn low_bytes_i16(v: v128) -> v128 {
-    i16x8_shr(i16x8_shl(v, 8), 8)
-}
-
-/// Sign-extends the high byte of each i16 lane.
-#[inline(always)]
-fn high_bytes_i16(v: v128) -> v128 {
-    i16x8_shr(v, 8)
-}
-
-/// Fills `xv` `[groups][8 chunks][even, odd][nt]` with each chunk's activations as i16:
-/// even `[x0, x2, x0, x2, ...]`, odd `[x1, x3, x1, x3, ...]`; for INT4 `corr` `[groups][nt]`
-/// with `8 * sum(x)` of the group in every lane.
 fn prepare_acts(kind: QuantKind, acts: &QuantActs, t0: usize, nt: usize, groups: usize, xv: &mut Vec<v128>, corr: &mut Vec<v128>) {
     let cp = acts.cols_padded;
     assert!((t0 + nt) * cp <= acts.q.len() && groups * GROUP <= cp, "gemm: activations too short");
@@ -540,28 +517,19 @@ fn prepare_acts(kind: QuantKind, acts: &QuantActs, t0: usize, nt: usize, groups:
     for g in 0..groups {
         for c in 0..CHUNKS {
             for t in t0..t0 + nt {
-                // SAFETY: t < t0 + nt and g * 32 + c * 4 + 4 <= cp (asserted above).
                 let x4 = unsafe { v128_load32_splat(q.add(t * cp + g * GROUP + c * CHUNK_K) as *const u32) };
-                xv.push(low_bytes_i16(x4));
-            }
-            for t in t0..t0 + nt {
-                // SAFETY: as above.
-                let x4 = unsafe { v128_load32_splat(q.add(t * cp + g * GROUP + c * CHUNK_K) as *const u32) };
-                xv.push(high_bytes_i16(x4));
+                xv.push(i16x8_extend_low_i8x16(x4));
             }
         }
         if kind == QuantKind::Q4 {
-            let xg = &xv[g * XV * nt..];
+            let xg = &xv[g * CHUNKS * nt..];
             for t in 0..nt {
-                // Sum of the 16 vectors (|sum| <= 16 * 128 fits i16): each of x's 32 values
-                // appears in 4 lanes, so the lane total is 4 sum(x); times 2 gives 8 sum(x).
                 let mut s = xg[t];
-                for e in 1..XV {
-                    s = i16x8_add(s, xg[e * nt + t]);
+                for c in 1..CHUNKS {
+                    s = i16x8_add(s, xg[c * nt + t]);
                 }
-                let d = i32x4_dot_i16x8(s, i16x8_splat(2));
-                let d = i32x4_add(d, i32x4_shuffle::<1, 0, 3, 2>(d, d));
-                corr.push(i32x4_add(d, i32x4_shuffle::<2, 3, 0, 1>(d, d)));
+                let d = i32x4_dot_i16x8(s, i16x8_splat(8));
+                corr.push(i32x4_add(d, i32x4_shuffle::<1, 0, 3, 2>(d, d)));
             }
         }
     }
@@ -600,61 +568,16 @@ unsafe fn load_scales_exact(p: *const u8) -> [v128; 4] {
     unsafe { [ld(f.as_ptr()), ld(f.as_ptr().add(4)), ld(f.as_ptr().add(8)), ld(f.as_ptr().add(12))] }
 }
 
+/// Row sums of 4 rows from the pair sums `lo` (rows 0, 1) and `hi` (rows 2, 3).
+#[inline(always)]
+fn pair_sums(lo: v128, hi: v128) -> v128 {
+    i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi))
+}
+
 /// `acc + (ws * xs) * f32(isum)`, each step rounded (the scalar order).
 #[inline(always)]
 fn update(acc: v128, ws: v128, xs: v128, isum: v128) -> v128 {
     f32x4_add(acc, f32x4_mul(f32x4_mul(ws, xs), f32x4_convert_i32x4(isum)))
-}
-
-/// # Safety
-/// `out` points to 16 writable f32.
-#[inline(always)]
-unsafe fn store16(out: *mut f32, f: [v128; 4]) {
-    // SAFETY: 16 writable f32.
-    unsafe {
-        v128_store(out as *mut v128, f[0]);
-        v128_store(out.add(4) as *mut v128, f[1]);
-        v128_store(out.add(8) as *mut v128, f[2]);
-        v128_store(out.add(12) as *mut v128, f[3]);
-    }
-}
-
-/// Loads the four 16-byte parts (rows 0-3, 4-7, 8-11, 12-15) of a 64-byte chunk.
-///
-/// # Safety
-/// `p` points to 64 readable bytes.
-#[inline(always)]
-unsafe fn load_chunk(p: *const u8) -> [v128; 4] {
-    // SAFETY: 64 readable bytes.
-    unsafe {
-        [
-            v128_load(p as *const v128),
-            v128_load(p.add(16) as *const v128),
-            v128_load(p.add(32) as *const v128),
-            v128_load(p.add(48) as *const v128),
-        ]
-    }
-}
-
-/// INT8: the row sums of 4 rows x 4 k against one chunk's activations (even, odd).
-#[inline(always)]
-fn q8_dot(w: v128, xe: v128, xo: v128) -> v128 {
-    i32x4_add(i32x4_dot_i16x8(low_bytes_i16(w), xe), i32x4_dot_i16x8(high_bytes_i16(w), xo))
-}
-
-/// INT4: the row sums of 4 rows x (4 k of chunk c, low nibbles, + 4 k of chunk c + 4, high
-/// nibbles) with nibbles as 0..15. `xa` is chunk c's (even, odd), `xb` chunk c + 4's.
-#[inline(always)]
-fn q4_dot(w: v128, xa: (v128, v128), xb: (v128, v128)) -> v128 {
-    let m = u16x8_splat(0x000F);
-    let lo_even = v128_and(w, m);
-    let lo_odd = v128_and(u16x8_shr(w, 8), m);
-    let hi_even = v128_and(u16x8_shr(w, 4), m);
-    let hi_odd = u16x8_shr(w, 12);
-    i32x4_add(
-        i32x4_add(i32x4_dot_i16x8(lo_even, xa.0), i32x4_dot_i16x8(lo_odd, xa.1)),
-        i32x4_add(i32x4_dot_i16x8(hi_even, xb.0), i32x4_dot_i16x8(hi_odd, xb.1)),
-    )
 }
 
 /// INT8, one token (decode GEMV): row block `rb`, all groups, 16 outputs at `out`.
@@ -667,29 +590,108 @@ unsafe fn q8_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], out: *mut f32)
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
     let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales[t * groups..(t + 1) * groups];
-    let mut f = [f32x4_splat(0.0); 4];
-    for (g, (xg, &xsg)) in xv.chunks_exact(XV).zip(xs).enumerate() {
+    let z = f32x4_splat(0.0);
+    let (mut f0, mut f1, mut f2, mut f3) = (z, z, z, z);
+    for (g, (xg, &xsg)) in xv.chunks_exact(CHUNKS).zip(xs).enumerate() {
+        // SAFETY: g < groups.
+        let wg = unsafe { wb.add(g * job.group_bytes) };
         let zi = i32x4_splat(0);
-        let (mut a0, mut a1, mut a2, mut a3) = (zi, zi, zi, zi);
-        for c in 0..CHUNKS {
-            let (xe, xo) = (xg[2 * c], xg[2 * c + 1]);
-            // SAFETY: chunk c of group g of block rb.
-            let w = unsafe { load_chunk(wb.add(g * job.group_bytes + c * CHUNK_BYTES)) };
-            a0 = i32x4_add(a0, q8_dot(w[0], xe, xo));
-            a1 = i32x4_add(a1, q8_dot(w[1], xe, xo));
-            a2 = i32x4_add(a2, q8_dot(w[2], xe, xo));
-            a3 = i32x4_add(a3, q8_dot(w[3], xe, xo));
+        let (mut l0, mut h0, mut l1, mut h1, mut l2, mut h2, mut l3, mut h3) = (zi, zi, zi, zi, zi, zi, zi, zi);
+        for (c, &x) in xg.iter().enumerate() {
+            // SAFETY: chunk c of group g: 64 bytes inside the block's data.
+            let (w0, w1, w2, w3) = unsafe {
+                let p = wg.add(c * CHUNK_BYTES);
+                (
+                    v128_load(p as *const v128),
+                    v128_load(p.add(16) as *const v128),
+                    v128_load(p.add(32) as *const v128),
+                    v128_load(p.add(48) as *const v128),
+                )
+            };
+            l0 = i32x4_add(l0, i32x4_dot_i16x8(i16x8_extend_low_i8x16(w0), x));
+            h0 = i32x4_add(h0, i32x4_dot_i16x8(i16x8_extend_high_i8x16(w0), x));
+            l1 = i32x4_add(l1, i32x4_dot_i16x8(i16x8_extend_low_i8x16(w1), x));
+            h1 = i32x4_add(h1, i32x4_dot_i16x8(i16x8_extend_high_i8x16(w1), x));
+            l2 = i32x4_add(l2, i32x4_dot_i16x8(i16x8_extend_low_i8x16(w2), x));
+            h2 = i32x4_add(h2, i32x4_dot_i16x8(i16x8_extend_high_i8x16(w2), x));
+            l3 = i32x4_add(l3, i32x4_dot_i16x8(i16x8_extend_low_i8x16(w3), x));
+            h3 = i32x4_add(h3, i32x4_dot_i16x8(i16x8_extend_high_i8x16(w3), x));
         }
         // SAFETY: 32 scale bytes of group g.
         let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
         let xsv = f32x4_splat(xsg);
-        f[0] = update(f[0], ws[0], xsv, a0);
-        f[1] = update(f[1], ws[1], xsv, a1);
-        f[2] = update(f[2], ws[2], xsv, a2);
-        f[3] = update(f[3], ws[3], xsv, a3);
+        f0 = update(f0, ws[0], xsv, pair_sums(l0, h0));
+        f1 = update(f1, ws[1], xsv, pair_sums(l1, h1));
+        f2 = update(f2, ws[2], xsv, pair_sums(l2, h2));
+        f3 = update(f3, ws[3], xsv, pair_sums(l3, h3));
     }
     // SAFETY: 16 f32 at out.
-    unsafe { store16(out, f) };
+    unsafe { store16(out, f0, f1, f2, f3) };
+}
+
+/// # Safety
+/// `out` points to 16 writable f32.
+#[inline(always)]
+unsafe fn store16(out: *mut f32, f0: v128, f1: v128, f2: v128, f3: v128) {
+    // SAFETY: 16 writable f32.
+    unsafe {
+        v128_store(out as *mut v128, f0);
+        v128_store(out.add(4) as *mut v128, f1);
+        v128_store(out.add(8) as *mut v128, f2);
+        v128_store(out.add(12) as *mut v128, f3);
+    }
+}
+
+/// INT8, `N` tokens per pass (prefill): each weight vector is loaded and widened once for
+/// `N` tokens. Outputs of token `t` at `out + t * width`.
+///
+/// # Safety
+/// See the call in [`gemm`].
+#[inline(always)]
+unsafe fn q8_block_n<const N: usize>(job: &Job, rb: usize, t0: usize, xv: &[v128], out: *mut f32, width: usize) {
+    let groups = job.groups;
+    // SAFETY: block rb's data and scales are in bounds (checked in gemm).
+    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
+    let xs = &job.acts.scales;
+    let mut acc = [[f32x4_splat(0.0); 4]; N];
+    for (g, xg) in xv.chunks_exact(CHUNKS * N).enumerate() {
+        // SAFETY: g < groups.
+        let wg = unsafe { wb.add(g * job.group_bytes) };
+        // SAFETY: 32 scale bytes of group g.
+        let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
+        let xsv: [v128; N] = std::array::from_fn(|t| f32x4_splat(xs[(t0 + t) * groups + g]));
+        for (v, &wsv) in ws.iter().enumerate() {
+            let zi = i32x4_splat(0);
+            let mut lo = [zi; N];
+            let mut hi = [zi; N];
+            for (c, xc) in xg.chunks_exact(N).enumerate() {
+                // SAFETY: rows 4v..4v+3 of chunk c of group g.
+                let wv = unsafe { v128_load(wg.add(c * CHUNK_BYTES + v * 16) as *const v128) };
+                let (wl, wh) = (i16x8_extend_low_i8x16(wv), i16x8_extend_high_i8x16(wv));
+                for t in 0..N {
+                    lo[t] = i32x4_add(lo[t], i32x4_dot_i16x8(wl, xc[t]));
+                    hi[t] = i32x4_add(hi[t], i32x4_dot_i16x8(wh, xc[t]));
+                }
+            }
+            for t in 0..N {
+                acc[t][v] = update(acc[t][v], wsv, xsv[t], pair_sums(lo[t], hi[t]));
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: token t's 16 outputs.
+        unsafe { store16(out.add(t * width), a[0], a[1], a[2], a[3]) };
+    }
+}
+
+/// The 4 rows x 4 k (low nibbles: chunk p) and (high nibbles: chunk p + 4) of one load, as
+/// zero-extended i16: (rows 0-1 low, rows 0-1 high, rows 2-3 low, rows 2-3 high).
+#[inline(always)]
+fn nibbles(w: v128) -> (v128, v128, v128, v128) {
+    let m = u16x8_splat(0x0F);
+    let e0 = u16x8_extend_low_u8x16(w);
+    let e1 = u16x8_extend_high_u8x16(w);
+    (v128_and(e0, m), u16x8_shr(e0, 4), v128_and(e1, m), u16x8_shr(e1, 4))
 }
 
 /// INT4, one token (decode GEMV).
@@ -702,68 +704,49 @@ unsafe fn q4_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], corr: &[v128],
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
     let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales[t * groups..(t + 1) * groups];
-    let mut f = [f32x4_splat(0.0); 4];
-    for (g, ((xg, &xsg), &cg)) in xv.chunks_exact(XV).zip(xs).zip(corr).enumerate() {
+    let z = f32x4_splat(0.0);
+    let (mut f0, mut f1, mut f2, mut f3) = (z, z, z, z);
+    for (g, ((xg, &xsg), &cg)) in xv.chunks_exact(CHUNKS).zip(xs).zip(corr).enumerate() {
+        // SAFETY: g < groups.
+        let wg = unsafe { wb.add(g * job.group_bytes) };
         let zi = i32x4_splat(0);
-        let (mut a0, mut a1, mut a2, mut a3) = (zi, zi, zi, zi);
+        let (mut l0, mut h0, mut l1, mut h1, mut l2, mut h2, mut l3, mut h3) = (zi, zi, zi, zi, zi, zi, zi, zi);
         for p in 0..CHUNKS / 2 {
-            let xa = (xg[2 * p], xg[2 * p + 1]);
-            let xb = (xg[2 * p + CHUNKS], xg[2 * p + CHUNKS + 1]);
-            // SAFETY: the 64 bytes of chunks p and p + 4 of group g of block rb.
-            let w = unsafe { load_chunk(wb.add(g * job.group_bytes + p * CHUNK_BYTES)) };
-            a0 = i32x4_add(a0, q4_dot(w[0], xa, xb));
-            a1 = i32x4_add(a1, q4_dot(w[1], xa, xb));
-            a2 = i32x4_add(a2, q4_dot(w[2], xa, xb));
-            a3 = i32x4_add(a3, q4_dot(w[3], xa, xb));
+            let (xa, xb) = (xg[p], xg[p + CHUNKS / 2]);
+            // SAFETY: the 64 bytes of chunks p and p + 4 of group g.
+            let (w0, w1, w2, w3) = unsafe {
+                let q = wg.add(p * CHUNK_BYTES);
+                (
+                    v128_load(q as *const v128),
+                    v128_load(q.add(16) as *const v128),
+                    v128_load(q.add(32) as *const v128),
+                    v128_load(q.add(48) as *const v128),
+                )
+            };
+            let dot2 = |a: v128, b: v128| i32x4_add(i32x4_dot_i16x8(a, xa), i32x4_dot_i16x8(b, xb));
+            let (a, b, c, d) = nibbles(w0);
+            l0 = i32x4_add(l0, dot2(a, b));
+            h0 = i32x4_add(h0, dot2(c, d));
+            let (a, b, c, d) = nibbles(w1);
+            l1 = i32x4_add(l1, dot2(a, b));
+            h1 = i32x4_add(h1, dot2(c, d));
+            let (a, b, c, d) = nibbles(w2);
+            l2 = i32x4_add(l2, dot2(a, b));
+            h2 = i32x4_add(h2, dot2(c, d));
+            let (a, b, c, d) = nibbles(w3);
+            l3 = i32x4_add(l3, dot2(a, b));
+            h3 = i32x4_add(h3, dot2(c, d));
         }
         // SAFETY: 32 scale bytes of group g.
         let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
         let xsv = f32x4_splat(xsg);
-        f[0] = update(f[0], ws[0], xsv, i32x4_sub(a0, cg));
-        f[1] = update(f[1], ws[1], xsv, i32x4_sub(a1, cg));
-        f[2] = update(f[2], ws[2], xsv, i32x4_sub(a2, cg));
-        f[3] = update(f[3], ws[3], xsv, i32x4_sub(a3, cg));
+        f0 = update(f0, ws[0], xsv, i32x4_sub(pair_sums(l0, h0), cg));
+        f1 = update(f1, ws[1], xsv, i32x4_sub(pair_sums(l1, h1), cg));
+        f2 = update(f2, ws[2], xsv, i32x4_sub(pair_sums(l2, h2), cg));
+        f3 = update(f3, ws[3], xsv, i32x4_sub(pair_sums(l3, h3), cg));
     }
     // SAFETY: 16 f32 at out.
-    unsafe { store16(out, f) };
-}
-
-/// INT8, `N` tokens per pass (prefill): each weight vector is loaded and split once for `N`
-/// tokens. Outputs of token `t` at `out + t * width`.
-///
-/// # Safety
-/// See the call in [`gemm`].
-#[inline(always)]
-unsafe fn q8_block_n<const N: usize>(job: &Job, rb: usize, t0: usize, xv: &[v128], out: *mut f32, width: usize) {
-    let groups = job.groups;
-    // SAFETY: block rb's data and scales are in bounds (checked in gemm).
-    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
-    let xs = &job.acts.scales;
-    let mut f = [[f32x4_splat(0.0); 4]; N];
-    for (g, xg) in xv.chunks_exact(XV * N).enumerate() {
-        // SAFETY: 32 scale bytes of group g.
-        let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
-        for (v, &wsv) in ws.iter().enumerate() {
-            let mut a = [i32x4_splat(0); N];
-            for c in 0..CHUNKS {
-                // SAFETY: rows 4v..4v+3 of chunk c of group g of block rb.
-                let w = unsafe { v128_load(wb.add(g * job.group_bytes + c * CHUNK_BYTES + v * 16) as *const v128) };
-                let (we, wo) = (low_bytes_i16(w), high_bytes_i16(w));
-                let (xe, xo) = (&xg[2 * c * N..][..N], &xg[(2 * c + 1) * N..][..N]);
-                for t in 0..N {
-                    a[t] = i32x4_add(a[t], i32x4_add(i32x4_dot_i16x8(we, xe[t]), i32x4_dot_i16x8(wo, xo[t])));
-                }
-            }
-            for t in 0..N {
-                let xsv = f32x4_splat(xs[(t0 + t) * groups + g]);
-                f[t][v] = update(f[t][v], wsv, xsv, a[t]);
-            }
-        }
-    }
-    for (t, ft) in f.iter().enumerate() {
-        // SAFETY: token t's 16 outputs.
-        unsafe { store16(out.add(t * width), *ft) };
-    }
+    unsafe { store16(out, f0, f1, f2, f3) };
 }
 
 /// INT4, `N` tokens per pass (prefill).
@@ -784,39 +767,36 @@ unsafe fn q4_block_n<const N: usize>(
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
     let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales;
-    let mut f = [[f32x4_splat(0.0); 4]; N];
-    let m = u16x8_splat(0x000F);
-    for (g, (xg, cg)) in xv.chunks_exact(XV * N).zip(corr.chunks_exact(N)).enumerate() {
+    let mut acc = [[f32x4_splat(0.0); 4]; N];
+    for (g, (xg, cg)) in xv.chunks_exact(CHUNKS * N).zip(corr.chunks_exact(N)).enumerate() {
+        // SAFETY: g < groups.
+        let wg = unsafe { wb.add(g * job.group_bytes) };
         // SAFETY: 32 scale bytes of group g.
         let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
+        let xsv: [v128; N] = std::array::from_fn(|t| f32x4_splat(xs[(t0 + t) * groups + g]));
         for (v, &wsv) in ws.iter().enumerate() {
-            let mut a = [i32x4_splat(0); N];
+            let zi = i32x4_splat(0);
+            let mut lo = [zi; N];
+            let mut hi = [zi; N];
             for p in 0..CHUNKS / 2 {
-                // SAFETY: rows 4v..4v+3 of chunks p and p + 4 of group g of block rb.
-                let w = unsafe { v128_load(wb.add(g * job.group_bytes + p * CHUNK_BYTES + v * 16) as *const v128) };
-                let lo_even = v128_and(w, m);
-                let lo_odd = v128_and(u16x8_shr(w, 8), m);
-                let hi_even = v128_and(u16x8_shr(w, 4), m);
-                let hi_odd = u16x8_shr(w, 12);
-                let (xae, xao) = (&xg[2 * p * N..][..N], &xg[(2 * p + 1) * N..][..N]);
-                let (xbe, xbo) = (&xg[(2 * p + CHUNKS) * N..][..N], &xg[(2 * p + CHUNKS + 1) * N..][..N]);
+                // SAFETY: rows 4v..4v+3 of chunks p and p + 4 of group g.
+                let wv = unsafe { v128_load(wg.add(p * CHUNK_BYTES + v * 16) as *const v128) };
+                let (a, b, c, d) = nibbles(wv);
+                let (xa, xb) = (&xg[p * N..(p + 1) * N], &xg[(p + CHUNKS / 2) * N..(p + CHUNKS / 2 + 1) * N]);
                 for t in 0..N {
-                    let s = i32x4_add(
-                        i32x4_add(i32x4_dot_i16x8(lo_even, xae[t]), i32x4_dot_i16x8(lo_odd, xao[t])),
-                        i32x4_add(i32x4_dot_i16x8(hi_even, xbe[t]), i32x4_dot_i16x8(hi_odd, xbo[t])),
-                    );
-                    a[t] = i32x4_add(a[t], s);
+                    lo[t] = i32x4_add(lo[t], i32x4_add(i32x4_dot_i16x8(a, xa[t]), i32x4_dot_i16x8(b, xb[t])));
+                    hi[t] = i32x4_add(hi[t], i32x4_add(i32x4_dot_i16x8(c, xa[t]), i32x4_dot_i16x8(d, xb[t])));
                 }
             }
             for t in 0..N {
-                let xsv = f32x4_splat(xs[(t0 + t) * groups + g]);
-                f[t][v] = update(f[t][v], wsv, xsv, i32x4_sub(a[t], cg[t]));
+                let isum = i32x4_sub(pair_sums(lo[t], hi[t]), cg[t]);
+                acc[t][v] = update(acc[t][v], wsv, xsv[t], isum);
             }
         }
     }
-    for (t, ft) in f.iter().enumerate() {
+    for (t, a) in acc.iter().enumerate() {
         // SAFETY: token t's 16 outputs.
-        unsafe { store16(out.add(t * width), *ft) };
+        unsafe { store16(out.add(t * width), a[0], a[1], a[2], a[3]) };
     }
 }
 

@@ -170,7 +170,7 @@ unsafe fn pair<const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
             let mut i0 = [vdupq_n_s32(0); 4];
             let mut i1 = [vdupq_n_s32(0); 4];
             for m in 0..4 {
-                i0[m] = vuzp1q_s32(isum[2 * m], isum[2 * m + 1]);
+                i0[m] = vuzp1q_s32(isum[2 * m + 1], isum[2 * m]);
                 i1[m] = vuzp2q_s32(isum[2 * m], isum[2 * m + 1]);
             }
             let ws = f16x16(sp.add(gi * 32));

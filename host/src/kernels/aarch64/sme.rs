@@ -300,7 +300,7 @@ unsafe fn isums(kind: QuantKind, nt: usize, w: *const u8, x: *const u8, ng: usiz
             "ld1b {{z1.b}}, p0/z, [{w}]",
             "lsr z2.b, z1.b, #4",
             "and z1.b, z1.b, #0xf",
-            "sub z1.b, z1.b, #8",
+            "sub z1.b, z1.b, #7",
             "sub z2.b, z2.b, #8",
             "smopa za0.s, p0/m, p0/m, z0.b, z1.b",
             "smopa za0.s, p0/m, p0/m, z5.b, z2.b",

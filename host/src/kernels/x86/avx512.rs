@@ -323,7 +323,7 @@ fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]
     call.set_corr(sums.as_mut_slice());
     let c = &call;
     // Decode: one row block at a time (a single sequential weight stream, prefetched);
-    // prefill: 2 row block(s) x 4 tokens per tile.
+    // prefill: 2 row blocks x 4 tokens per tile.
     let (rbt, ttt) = if c.tokens == 1 { (1, 1) } else { (2, 4) };
     match w.kind {
         QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
