@@ -151,7 +151,7 @@ impl Lfm2Config {
 
         let rope_theta = resolve_rope_theta(obj)?;
         let norm_eps = c.opt_f64("norm_eps")?.unwrap_or(1e-5);
-        if !(norm_eps > 0.0) {
+        if norm_eps.is_nan() || norm_eps <= 0.0 {
             return Err(Error::Config(format!("norm_eps ({norm_eps}) must be positive")));
         }
         let conv_kernel = c.opt_usize("conv_L_cache")?.unwrap_or(3);

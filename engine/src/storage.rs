@@ -98,7 +98,7 @@ impl AsRef<[u8]> for AlignedBytes {
 /// Checks that a blob can hold tensors read in place.
 pub fn check_blob_alignment(blob: &Blob) -> Result<()> {
     let ptr = (**blob).as_ref().as_ptr() as usize;
-    if ptr % BLOB_ALIGN != 0 {
+    if !ptr.is_multiple_of(BLOB_ALIGN) {
         return Err(Error::Format(format!(
             "model bytes start at an address not aligned to {BLOB_ALIGN} bytes; load them into an AlignedBytes buffer"
         )));

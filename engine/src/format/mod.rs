@@ -201,7 +201,7 @@ impl CactFile {
             return Err(Error::Format(format!("manifest at {manifest_offset} of {manifest_length} bytes is invalid")));
         }
         let manifest_end = checked_end(manifest_offset, manifest_length, file_len, "manifest")?;
-        if data_offset < manifest_end || data_offset % alignment != 0 || data_offset > file_len {
+        if data_offset < manifest_end || !data_offset.is_multiple_of(alignment) || data_offset > file_len {
             return Err(Error::Format(format!("data offset {data_offset} is invalid")));
         }
         let manifest_bytes = &bytes[manifest_offset as usize..manifest_end as usize];

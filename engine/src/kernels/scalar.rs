@@ -45,7 +45,7 @@ pub fn reduce_lanes(mut acc: [f32; F32_LANES]) -> f32 {
 
 /// `out[t][r] = dot_f32(x[t], w[r])`.
 pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0, "matmul_f32: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(cols), "matmul_f32: bad shapes");
     let rows = w.len() / cols;
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_f32: bad output length");
@@ -113,7 +113,7 @@ pub fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
 }
 
 fn matmul_widened(x: &[f32], w: &[u8], cols: usize, out: &mut [f32], widen: impl Fn([u8; 2]) -> f32) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % (2 * cols) == 0, "matmul_half: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(2 * cols), "matmul_half: bad shapes");
     let rows = w.len() / (2 * cols);
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_half: bad output length");

@@ -38,7 +38,7 @@ pub fn info(args: InfoArgs) -> Result<()> {
     super::write_stdout(o.as_bytes())
 }
 
-fn print_model(o: &mut String, path: &PathBuf, brief: bool) -> Result<()> {
+fn print_model(o: &mut String, path: &std::path::Path, brief: bool) -> Result<()> {
     let blob = saguaro_host::loader::map_file(path)?;
     if !is_cact((*blob).as_ref()) {
         return Err(Error::Format(format!("{}: not a .cact file", path.display())));
