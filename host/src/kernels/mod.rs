@@ -82,7 +82,11 @@ pub fn cpu_features() -> Vec<&'static str> {
         macro_rules! probe {
             ($($f:tt),*) => {$( if std::arch::is_aarch64_feature_detected!($f) { found.push($f); } )*};
         }
-        probe!("neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme");
+        probe!("neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2");
+        // `is_aarch64_feature_detected!("sme")` is unstable on Rust 1.95: ask the kernel.
+        if aarch64::has_sme() {
+            found.push("sme");
+        }
     }
     found
 }

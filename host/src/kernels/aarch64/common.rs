@@ -122,7 +122,9 @@ impl Gemm {
     pub unsafe fn store(&self, t: usize, bi: usize, acc: &[float32x4_t; 4]) {
         // SAFETY: `t * width + bi * 16 + 16 <= tokens * width` by the invariants of `new`;
         // `vst1q_f32_x4` has no alignment requirement beyond f32's.
-        unsafe { vst1q_f32_x4(self.out.add(t * self.width + bi * ROW_BLOCK), float32x4x4_t(acc[0], acc[1], acc[2], acc[3])) }
+        unsafe {
+            vst1q_f32_x4(self.out.add(t * self.width + bi * ROW_BLOCK), float32x4x4_t(acc[0], acc[1], acc[2], acc[3]))
+        }
     }
 }
 
@@ -177,15 +179,21 @@ pub(super) fn zero_i32() -> [int32x4_t; 4] {
     [unsafe { vdupq_n_s32(0) }; 4]
 }
 
-/// Unpacks one 16-byte register of `r16k4` INT4 data into (low nibbles, high nibbles) as
-/// signed int8 `n - 8`: chunk c and chunk c + 4 of the same 4 rows.
+/// Splits one 16-byte register of `r16k4` INT4 data into its raw nibbles `n` (0..15) as int8:
+/// (low nibbles = chunk c, high nibbles = chunk c + 4) of the same 4 rows. The offset
+/// `q = n - 8` is applied through [`q4_correction`]: `sum (n - 8) x = sum n x - 8 sum x`, exact
+/// in i32, which saves two subtractions per register.
 #[inline(always)]
-pub(super) fn q4_unpack(v: uint8x16_t) -> (int8x16_t, int8x16_t) {
+pub(super) fn q4_nibbles(v: uint8x16_t) -> (int8x16_t, int8x16_t) {
     // SAFETY: NEON is a baseline feature of every aarch64 target (register operations).
-    unsafe {
-        let eight = vdupq_n_s8(8);
-        let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight);
-        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight);
-        (lo, hi)
-    }
+    unsafe { (vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8::<4>(v))) }
+}
+
+/// `-8 * sum(x)` over one group's 32 activations (`a` = k 0..16, `b` = k 16..32): the INT4
+/// offset term, the start value of the group's i32 sums.
+#[inline(always)]
+pub(super) fn q4_correction(a: int8x16_t, b: int8x16_t) -> i32 {
+    // SAFETY: NEON is a baseline feature of every aarch64 target (register operations).
+    // |sum| <= 16 * 128 per half fits the i16 of `saddlv`.
+    unsafe { -8 * (vaddlvq_s8(a) as i32 + vaddlvq_s8(b) as i32) }
 }

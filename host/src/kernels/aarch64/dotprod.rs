@@ -5,8 +5,8 @@
 //! k). Per group of 32: 8 chunks x 4 `sdot` per token into four i32x4 sums (16 rows), then the
 //! f32 update of `common::fold`. Row blocks are the outer loop; tokens go in pairs so every
 //! loaded weight register feeds two tokens (one token for decode and the odd last one).
-//! INT4 registers are unpacked to `n - 8` (`and`/`ushr`/`sub`): chunk c from the low nibbles,
-//! chunk c + 4 from the high ones.
+//! INT4 registers are split into raw nibbles `n` (`and`/`ushr`): chunk c from the low nibbles,
+//! chunk c + 4 from the high ones; the sums start at `-8 * sum(x)` so they add up `(n - 8) x`.
 //!
 //! Other entries: the `neon` tier.
 
@@ -16,7 +16,7 @@ use std::arch::asm;
 use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_unpack, zero_f32, zero_i32, Gemm};
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32, Gemm};
 
 pub const NAME: &str = "dotprod";
 
@@ -24,7 +24,12 @@ pub fn available() -> bool {
     super::neon::available() && std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
+/// The table; the `neon` table when this CPU lacks the features (so an entry handed out
+/// here can always run).
 pub fn kernels() -> Kernels {
+    if !available() {
+        return super::neon::kernels();
+    }
     Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::neon::kernels() }
 }
 
@@ -100,7 +105,7 @@ macro_rules! sdot {
 /// FEAT_DotProd present; `bi < g.nblocks`, `t0 + NT <= g.tokens`.
 #[target_feature(enable = "dotprod")]
 pub(super) unsafe fn block<const NT: usize, const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
-    // SAFETY (whole body): weight reads stay inside row block `bi` (`groups * group_bytes`
+    // SAFETY: weight reads stay inside row block `bi` (`groups * group_bytes`
     // bytes from `wdata`), scale reads inside its `groups * 32` bytes, activation reads inside
     // the `cols_padded` bytes and `groups` scales of tokens `t0 .. t0 + NT` (invariants of
     // `Gemm::new`).
@@ -112,54 +117,55 @@ pub(super) unsafe fn block<const NT: usize, const Q4: bool>(g: &Gemm, bi: usize,
         let mut acc = [zero_f32(); NT];
         for gi in 0..g.groups {
             let wg = wd.add(gi * g.group_bytes);
-            let xr: [[int8x16_t; 2]; NT] = std::array::from_fn(|t| {
-                [vld1q_s8(xq[t].add(gi * GROUP)), vld1q_s8(xq[t].add(gi * GROUP + 16))]
-            });
-            let mut isum = [zero_i32(); NT];
+            let xr: [[int8x16_t; 2]; NT] =
+                std::array::from_fn(|t| [vld1q_s8(xq[t].add(gi * GROUP)), vld1q_s8(xq[t].add(gi * GROUP + 16))]);
+            // INT4: the sums start at -8 * sum(x) and take the raw nibbles.
+            let mut isum = if Q4 {
+                std::array::from_fn(|t| [vdupq_n_s32(q4_correction(xr[t][0], xr[t][1])); 4])
+            } else {
+                [zero_i32(); NT]
+            };
             // Chunk c: 4 weight registers, lane c % 4 of activation register c / 4.
             macro_rules! chunk {
                 ($c:expr, $w:expr) => {{
+                    const C: usize = $c;
                     let w: [int8x16_t; 4] = $w;
                     for t in 0..NT {
                         for j in 0..4 {
-                            isum[t][j] = sdot!(isum[t][j], w[j], xr[t][($c) / 4], ($c) % 4);
+                            isum[t][j] = sdot!(isum[t][j], w[j], xr[t][C / 4], C % 4);
                         }
                     }
                 }};
             }
             if !Q4 {
-                {
-                    macro_rules! q8 {
-                        ($c:literal) => {{
-                            let v = vld1q_s8_x4(wg.add($c * CHUNK_BYTES) as *const i8);
-                            chunk!($c, [v.0, v.1, v.2, v.3]);
-                        }};
-                    }
-                    q8!(0);
-                    q8!(1);
-                    q8!(2);
-                    q8!(3);
-                    q8!(4);
-                    q8!(5);
-                    q8!(6);
-                    q8!(7);
+                macro_rules! q8 {
+                    ($c:literal) => {{
+                        let v = vld1q_s8_x4(wg.add($c * CHUNK_BYTES) as *const i8);
+                        chunk!($c, [v.0, v.1, v.2, v.3]);
+                    }};
                 }
+                q8!(0);
+                q8!(1);
+                q8!(2);
+                q8!(3);
+                q8!(4);
+                q8!(5);
+                q8!(6);
+                q8!(7);
             } else {
-                {
-                    // Chunk c (low nibbles) and chunk c + 4 (high nibbles) share 64 bytes.
-                    macro_rules! q4 {
-                        ($c:literal) => {{
-                            let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
-                            let u = [q4_unpack(v.0), q4_unpack(v.1), q4_unpack(v.2), q4_unpack(v.3)];
-                            chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
-                            chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
-                        }};
-                    }
-                    q4!(0);
-                    q4!(1);
-                    q4!(2);
-                    q4!(3);
+                // Chunk c (low nibbles) and chunk c + 4 (high nibbles) share 64 bytes.
+                macro_rules! q4 {
+                    ($c:literal) => {{
+                        let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
+                        let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
+                        chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
+                        chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
+                    }};
                 }
+                q4!(0);
+                q4!(1);
+                q4!(2);
+                q4!(3);
             }
             let ws = f16x16(sp.add(gi * 32));
             for t in 0..NT {

@@ -7,7 +7,8 @@
 //! high nibbles of one register, i.e. chunks (c, c + 4). The activations of the two tokens are
 //! arranged the same way with `zip .4s`/`.2d`. Per group: 32 `smmla` into 8 row-pair blocks,
 //! then `uzp1`/`uzp2 .4s` give each token's 16 rows for the f32 update of `common::fold`.
-//! Which 8 k share one instruction does not matter: the i32 sums are exact.
+//! Which 8 k share one instruction does not matter: the i32 sums are exact. INT4 uses the raw
+//! nibbles with the sums started at `-8 * sum(x)` of their token.
 //!
 //! A single token (decode) and the odd last token use the `dotprod` kernel; other entries
 //! come from `dotprod` / `neon`.
@@ -18,7 +19,7 @@ use std::arch::asm;
 use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_unpack, zero_f32, Gemm};
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, Gemm};
 
 pub const NAME: &str = "i8mm";
 
@@ -26,7 +27,12 @@ pub fn available() -> bool {
     super::dotprod::available() && std::arch::is_aarch64_feature_detected!("i8mm")
 }
 
+/// The table; the `dotprod` table when this CPU lacks the features (so an entry handed out
+/// here can always run).
 pub fn kernels() -> Kernels {
+    if !available() {
+        return super::dotprod::kernels();
+    }
     Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::dotprod::kernels() }
 }
 
@@ -116,7 +122,7 @@ fn zip2_64(a: int8x16_t, b: int8x16_t) -> int8x16_t {
 /// FEAT_I8MM present; `bi < g.nblocks`, `t0 + 2 <= g.tokens`.
 #[target_feature(enable = "i8mm,dotprod")]
 unsafe fn pair<const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
-    // SAFETY (whole body): weight reads stay inside row block `bi` (`groups * group_bytes`
+    // SAFETY: weight reads stay inside row block `bi` (`groups * group_bytes`
     // bytes from `wdata`), scale reads inside its `groups * 32` bytes, activation reads inside
     // the `cols_padded` bytes and `groups` scales of tokens `t0`, `t0 + 1` (invariants of
     // `Gemm::new`).
@@ -135,7 +141,13 @@ unsafe fn pair<const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
             let a1 = vld1q_s8(x1.add(gi * GROUP));
             let b1 = vld1q_s8(x1.add(gi * GROUP + 16));
             // isum[q] lanes: (row 2q, t0), (row 2q, t1), (row 2q+1, t0), (row 2q+1, t1).
-            let mut isum = [vdupq_n_s32(0); 8];
+            // INT4: the sums start at -8 * sum(x) of their token and take the raw nibbles.
+            let mut isum = if Q4 {
+                let (c0, c1) = (q4_correction(a0, b0), q4_correction(a1, b1));
+                [vreinterpretq_s32_u64(vdupq_n_u64((c0 as u32 as u64) | ((c1 as u32 as u64) << 32))); 8]
+            } else {
+                [vdupq_n_s32(0); 8]
+            };
             // Four weight registers `l` (chunk p) and `h` (chunk p'), activations `xp` =
             // [t0 chunk p, t0 chunk p', t1 chunk p, t1 chunk p'].
             macro_rules! pairs {
@@ -163,14 +175,14 @@ unsafe fn pair<const Q4: bool>(g: &Gemm, bi: usize, t0: usize) {
                 let xp = [zip1_64(z0, z1), zip2_64(z0, z1), zip1_64(y0, y1), zip2_64(y0, y1)];
                 for c in 0..4 {
                     let v = vld1q_u8_x4(wg.add(c * CHUNK_BYTES));
-                    let u = [q4_unpack(v.0), q4_unpack(v.1), q4_unpack(v.2), q4_unpack(v.3)];
+                    let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
                     pairs!([u[0].0, u[1].0, u[2].0, u[3].0], [u[0].1, u[1].1, u[2].1, u[3].1], xp[c]);
                 }
             }
             let mut i0 = [vdupq_n_s32(0); 4];
             let mut i1 = [vdupq_n_s32(0); 4];
             for m in 0..4 {
-                i0[m] = vuzp1q_s32(isum[2 * m + 1], isum[2 * m]);
+                i0[m] = vuzp1q_s32(isum[2 * m], isum[2 * m + 1]);
                 i1[m] = vuzp2q_s32(isum[2 * m], isum[2 * m + 1]);
             }
             let ws = f16x16(sp.add(gi * 32));

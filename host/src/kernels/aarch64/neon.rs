@@ -9,14 +9,15 @@
 //! - `quantize_row`: `fabs`/`fmaxnm` for the group maximum, `fcvtns` (round to nearest, ties
 //!   to even), saturating narrows and a max with -127 for the clamp.
 //! - Quantized GEMM: the int8 dot products are emulated exactly with `smull`/`smull2` (i16
-//!   products) and `sadalp` (pairwise add into i32), 16 rows per group per token.
+//!   products) and `sadalp` (pairwise add into i32), 16 rows per group per token. INT4 uses the
+//!   raw nibbles and adds `-8 * sum(x)` per group (exact), as the other tiers.
 
 use std::arch::aarch64::*;
 
 use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix, F32_LANES};
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_unpack, zero_f32, zero_i32, Gemm};
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32, Gemm};
 
 pub const NAME: &str = "neon";
 
@@ -24,7 +25,11 @@ pub fn available() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
 }
 
+/// The table (the scalar definitions if NEON were missing; other entries are scalar).
 pub fn kernels() -> Kernels {
+    if !available() {
+        return Kernels::scalar();
+    }
     Kernels {
         tier: NAME,
         dot_f32,
@@ -155,10 +160,7 @@ unsafe fn tile<W: Widen, const NT: usize, const NR: usize>(
     while i < full {
         // SAFETY: `i + 16 <= cols`, in bounds of every row (caller).
         let (xv, wv) = unsafe {
-            (
-                std::array::from_fn(|t| F32::load16(x[t].add(i))),
-                std::array::from_fn(|r| W::load16(w[r].add(i))),
-            )
+            (std::array::from_fn(|t| F32::load16(x[t].add(i))), std::array::from_fn(|r| W::load16(w[r].add(i))))
         };
         step::<NT, NR>(&mut acc, &xv, &wv);
         i += F32_LANES;
@@ -190,6 +192,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// # Safety
 /// `x` holds `tokens * cols` f32, `w` `nrows * cols` elements, `out` `tokens * rows` f32 with
 /// `r0 + nrows <= rows`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn matmul_rows<W: Widen>(
     x: *const f32,
     tokens: usize,
@@ -200,7 +203,7 @@ unsafe fn matmul_rows<W: Widen>(
     rows: usize,
     r0: usize,
 ) {
-    // SAFETY (whole body): every pointer formed below addresses a row `< tokens` of `x`, a
+    // SAFETY: every pointer formed below addresses a row `< tokens` of `x`, a
     // row `< nrows` of `w`, or an output index `< tokens * rows` (caller's bounds).
     unsafe {
         let xr = |t: usize| x.add(t * cols);
@@ -253,7 +256,7 @@ fn row_chunk(cols: usize, elem: usize) -> usize {
 
 /// `out[t][r] = dot_f32(x[t], w[r])`.
 pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0, "matmul_f32: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(cols), "matmul_f32: bad shapes");
     let rows = w.len() / cols;
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_f32: bad output length");
@@ -262,7 +265,9 @@ pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
     while r0 < rows {
         let n = chunk.min(rows - r0);
         // SAFETY: shapes checked above; rows `r0..r0 + n` of `w` exist.
-        unsafe { matmul_rows::<F32>(x.as_ptr(), tokens, w.as_ptr().add(r0 * cols), n, cols, out.as_mut_ptr(), rows, r0) };
+        unsafe {
+            matmul_rows::<F32>(x.as_ptr(), tokens, w.as_ptr().add(r0 * cols), n, cols, out.as_mut_ptr(), rows, r0)
+        };
         r0 += n;
     }
 }
@@ -278,7 +283,7 @@ pub fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
 }
 
 fn matmul_half<W: Widen<E = u16>>(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % (2 * cols) == 0, "matmul_half: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(2 * cols), "matmul_half: bad shapes");
     let rows = w.len() / (2 * cols);
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_half: bad output length");
@@ -454,7 +459,7 @@ fn mac4(acc: &mut (int32x4_t, int32x4_t), w: int8x16_t, xd: int8x16_t) {
 /// `bi < g.nblocks`, `t < g.tokens`.
 #[inline(always)]
 unsafe fn block<const Q4: bool>(g: &Gemm, bi: usize, t: usize) {
-    // SAFETY (whole body): weight reads stay inside row block `bi` (`groups * group_bytes`
+    // SAFETY: weight reads stay inside row block `bi` (`groups * group_bytes`
     // bytes from `wdata`), scale reads inside its `groups * 32` bytes, activation reads inside
     // token `t`'s `cols_padded` bytes and `groups` scales (invariants of `Gemm::new`).
     unsafe {
@@ -471,7 +476,9 @@ unsafe fn block<const Q4: bool>(g: &Gemm, bi: usize, t: usize) {
             // Chunk c: 4 k of x replicated (`dup` by element), 4 weight registers.
             macro_rules! chunk {
                 ($c:expr, $w:expr) => {{
-                    let xd = vreinterpretq_s8_s32(vdupq_laneq_s32::<{ ($c) % 4 }>(vreinterpretq_s32_s8(xr[($c) / 4])));
+                    const C: usize = $c;
+                    let xd =
+                        vreinterpretq_s8_s32(vdupq_laneq_s32::<{ (C % 4) as i32 }>(vreinterpretq_s32_s8(xr[C / 4])));
                     let w: [int8x16_t; 4] = $w;
                     for j in 0..4 {
                         mac4(&mut pairs[j], w[j], xd);
@@ -483,7 +490,7 @@ unsafe fn block<const Q4: bool>(g: &Gemm, bi: usize, t: usize) {
                 macro_rules! q4 {
                     ($c:literal) => {{
                         let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
-                        let u = [q4_unpack(v.0), q4_unpack(v.1), q4_unpack(v.2), q4_unpack(v.3)];
+                        let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
                         chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
                         chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
                     }};
@@ -508,9 +515,11 @@ unsafe fn block<const Q4: bool>(g: &Gemm, bi: usize, t: usize) {
                 q8!(6);
                 q8!(7);
             }
+            // INT4: raw nibbles above, plus -8 * sum(x).
+            let corr = vdupq_n_s32(if Q4 { q4_correction(xr[0], xr[1]) } else { 0 });
             let mut isum = zero_i32();
             for j in 0..4 {
-                isum[j] = vpaddq_s32(pairs[j].0, pairs[j].1);
+                isum[j] = vaddq_s32(vpaddq_s32(pairs[j].0, pairs[j].1), corr);
             }
             let ws = f16x16(sp.add(gi * 32));
             fold(&mut acc, &isum, &ws, *xs.add(gi));

@@ -61,7 +61,12 @@ pub fn available() -> bool {
     super::i8mm::available() && hwcap_sme()
 }
 
+/// The table; the `i8mm` table when this CPU lacks the features (so an entry handed out
+/// here can always run).
 pub fn kernels() -> Kernels {
+    if !available() {
+        return super::i8mm::kernels();
+    }
     Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::i8mm::kernels() }
 }
 
@@ -88,9 +93,10 @@ pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>
 pub(super) unsafe fn svl_bytes() -> usize {
     let svl: usize;
     // SAFETY: RDSVL is an SME instruction (present: caller), usable outside streaming mode;
-    // it only writes the output register.
+    // it only writes the output register. Not `pure`: the length can change between calls
+    // (`prctl(PR_SME_SET_VL)`), so the compiler must not merge or hoist reads.
     unsafe {
-        asm!(".arch_extension sme", "rdsvl {0}, #1", out(reg) svl, options(pure, nomem, nostack, preserves_flags));
+        asm!(".arch_extension sme", "rdsvl {0}, #1", out(reg) svl, options(nomem, nostack, preserves_flags));
     }
     svl
 }
@@ -300,7 +306,7 @@ unsafe fn isums(kind: QuantKind, nt: usize, w: *const u8, x: *const u8, ng: usiz
             "ld1b {{z1.b}}, p0/z, [{w}]",
             "lsr z2.b, z1.b, #4",
             "and z1.b, z1.b, #0xf",
-            "sub z1.b, z1.b, #7",
+            "sub z1.b, z1.b, #8",
             "sub z2.b, z2.b, #8",
             "smopa za0.s, p0/m, p0/m, z0.b, z1.b",
             "smopa za0.s, p0/m, p0/m, z5.b, z2.b",

@@ -2,7 +2,7 @@
 //!
 //! Run under qemu-user once per emulated CPU (`scripts/test-aarch64.sh`): cortex-a53 (neon),
 //! neoverse-n1 (+dotprod), neoverse-v1 (+i8mm), max (+sme). `SAGUARO_PROPTEST_CASES` sets the
-//! number of random cases per property (default 64: qemu is slow).
+//! number of random cases per property (default 256).
 
 use proptest::prelude::*;
 use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
@@ -14,7 +14,7 @@ fn available_tiers() -> Vec<Kernels> {
 }
 
 fn cases() -> u32 {
-    std::env::var("SAGUARO_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    std::env::var("SAGUARO_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
 /// Small deterministic generator (xorshift64*), so a proptest seed fixes all data.
@@ -237,7 +237,9 @@ proptest! {
 /// token blocks of every tile width), f32/f16 rows past one cached row chunk.
 #[test]
 fn large_shapes_match_scalar() {
-    for (i, &(tokens, row_blocks, groups)) in [(37usize, 3usize, 40usize), (4, 2, 17), (19, 1, 33), (1, 4, 64)].iter().enumerate() {
+    for (i, &(tokens, row_blocks, groups)) in
+        [(37usize, 3usize, 40usize), (4, 2, 17), (19, 1, 33), (1, 4, 64)].iter().enumerate()
+    {
         for kind in [QuantKind::Q8, QuantKind::Q4] {
             let case = GemmCase::new(kind, tokens, row_blocks, groups, 1000 + i as u64);
             case.check(0..row_blocks);
@@ -261,6 +263,25 @@ fn large_shapes_match_scalar() {
             (k.matmul_f16)(&x, &w16, cols, &mut got);
             assert_eq!(bits(&got), bits(&want16), "tier {} f16 {tokens}x{rows}x{cols}", k.tier);
         }
+    }
+}
+
+/// Empty inputs: no tokens, an empty row-block range, an empty row.
+#[test]
+fn empty_inputs_match_scalar() {
+    for kind in [QuantKind::Q8, QuantKind::Q4] {
+        let case = GemmCase::new(kind, 0, 2, 3, 5);
+        let with_tokens = GemmCase::new(kind, 5, 2, 3, 5);
+        for k in available_tiers() {
+            assert!(case.run(&k, 0..2).is_empty());
+            assert!(with_tokens.run(&k, 1..1).is_empty());
+        }
+    }
+    for k in available_tiers() {
+        assert_eq!((k.dot_f32)(&[], &[]).to_bits(), 0.0f32.to_bits());
+        let (mut q, mut s) = (vec![3i8; 64], vec![1.0f32; 2]);
+        (k.quantize_row)(&[], &mut q, &mut s);
+        assert!(q.iter().all(|&v| v == 0) && s == [0.0, 0.0], "tier {}", k.tier);
     }
 }
 
