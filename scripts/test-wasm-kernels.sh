@@ -23,11 +23,16 @@ fi
 ws="$root/target/wasm-kernels/ws"
 mkdir -p "$ws"
 ln -sfn "$root/engine" "$ws/engine"
-sed -E \
-  -e 's/^members = \[.*\]/members = ["engine"]/' \
-  -e 's/^default-members = \[.*\]/default-members = ["engine"]/' \
-  -e 's/^proptest = .*/proptest = { version = "1", default-features = false, features = ["std", "bit-set"] }/' \
-  Cargo.toml >"$ws/Cargo.toml"
+node -e '
+  const fs = require("fs");
+  let s = fs.readFileSync(process.argv[1], "utf8");
+  s = s.replace(/^members\s*=\s*\[[^\]]*\]/m, "members = [\"engine\"]")
+       .replace(/^default-members\s*=\s*\[[^\]]*\]/m, "default-members = [\"engine\"]")
+       .replace(/^exclude\s*=\s*\[[^\]]*\]/m, "")
+       .replace(/^proptest\s*=.*$/m,
+                "proptest = { version = \"1\", default-features = false, features = [\"std\", \"bit-set\"] }");
+  fs.writeFileSync(process.argv[2], s);
+' Cargo.toml "$ws/Cargo.toml"
 cp Cargo.lock "$ws/Cargo.lock"
 
 export CARGO_TARGET_DIR="$root/target"

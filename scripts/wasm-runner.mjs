@@ -1,9 +1,10 @@
 // Cargo runner for wasm32-wasip1 binaries: runs a .wasm (e.g. a test harness) in Node's WASI.
 // Usage: node --no-warnings scripts/wasm-runner.mjs file.wasm [args...]
 // Set as CARGO_TARGET_WASM32_WASIP1_RUNNER by scripts/test-wasm-kernels.sh.
-// The guest sees the host's environment and the whole file system at the same paths ("/" is
-// preopened as "/"); relative paths resolve against the host working directory through the
-// PWD variable that wasi-libc reads at startup.
+// The guest sees the host's environment and the whole file system at the same absolute paths
+// ("/" is preopened as "/"; a test that reads files should build absolute paths, e.g. from
+// env!("CARGO_MANIFEST_DIR")). Its working directory is "/" (wasi-libc): relative paths do not
+// follow the host's. Exit status: the guest's, or 134 when it traps (a panic aborts).
 import { readFile } from 'node:fs/promises';
 import { WASI } from 'node:wasi';
 import process from 'node:process';
@@ -17,7 +18,7 @@ if (!wasmPath) {
 const wasi = new WASI({
   version: 'preview1',
   args: [wasmPath, ...args],
-  env: { ...process.env, PWD: process.cwd() },
+  env: process.env,
   preopens: { '/': '/' },
   returnOnExit: true,
 });

@@ -18,7 +18,7 @@
 use core::arch::wasm32::*;
 use std::ops::Range;
 
-use super::{scalar, Kernels, QuantActs, QuantMatrix, F32_LANES};
+use super::{Kernels, QuantActs, QuantMatrix, F32_LANES};
 use crate::quant::{QuantKind, QuantShape, CHUNK_BYTES, CHUNK_K, GROUP, ROW_BLOCK};
 
 /// The simd128 kernel table.
@@ -32,6 +32,9 @@ pub const fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        axpy,
+        // softmax and silu_mul (libm-free exp) stay scalar.
+        ..Kernels::scalar()
     }
 }
 
@@ -81,8 +84,7 @@ unsafe fn dot_n<const N: usize>(a: *const f32, b: [*const f32; N], len: usize) -
         for n in 0..N {
             let bn = b[n];
             // SAFETY: o + 16 <= len.
-            let (y0, y1, y2, y3) =
-                unsafe { (ld(bn.add(o)), ld(bn.add(o + 4)), ld(bn.add(o + 8)), ld(bn.add(o + 12))) };
+            let (y0, y1, y2, y3) = unsafe { (ld(bn.add(o)), ld(bn.add(o + 4)), ld(bn.add(o + 8)), ld(bn.add(o + 12))) };
             acc[n][0] = f32x4_add(acc[n][0], f32x4_mul(x0, y0));
             acc[n][1] = f32x4_add(acc[n][1], f32x4_mul(x1, y1));
             acc[n][2] = f32x4_add(acc[n][2], f32x4_mul(x2, y2));
@@ -119,7 +121,7 @@ unsafe fn dot_n<const N: usize>(a: *const f32, b: [*const f32; N], len: usize) -
     out
 }
 
-/// Canonical f32 dot product (see [`scalar::dot_f32`]).
+/// Canonical f32 dot product (see [`super::scalar::dot_f32`]).
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
     // SAFETY: both slices hold a.len() f32.
@@ -129,23 +131,24 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// `out[t][r] = dot_f32(x[t], w[r])`. One token: two rows share each load of x. Several
 /// tokens: each row of w is loaded once for two tokens.
 pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % cols == 0, "matmul_f32: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(cols), "matmul_f32: bad shapes");
     let rows = w.len() / cols;
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_f32: bad output length");
-    // SAFETY (all calls below): rows and tokens are in range, so every pointer addresses
-    // `cols` f32 inside `w` or `x`.
     if tokens == 1 {
         let xp = x.as_ptr();
         let mut r = 0;
         while r + 2 <= rows {
             let wp = w[r * cols..].as_ptr();
+            // SAFETY: rows r and r + 1 exist: wp and wp + cols address `cols` f32 of w; x holds
+            // `cols` f32.
             let d = unsafe { dot_n::<2>(xp, [wp, wp.add(cols)], cols) };
             out[r] = d[0];
             out[r + 1] = d[1];
             r += 2;
         }
         if r < rows {
+            // SAFETY: row r exists; x holds `cols` f32.
             out[r] = unsafe { dot_n::<1>(xp, [w[r * cols..].as_ptr()], cols)[0] };
         }
         return;
@@ -172,6 +175,25 @@ fn rows_times_tokens(wp: *const f32, x: &[f32], cols: usize, rows: usize, r: usi
     if t < tokens {
         // SAFETY: token t exists; wp addresses `cols` f32.
         out[t * rows + r] = unsafe { dot_n::<1>(wp, [x[t * cols..].as_ptr()], cols)[0] };
+    }
+}
+
+/// `y += a * x` elementwise, multiply rounded then add (see [`super::scalar::axpy`]).
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    let n = x.len();
+    let av = f32x4_splat(a);
+    let full = n / 4;
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    for i in 0..full {
+        // SAFETY: 4 i + 4 <= n for both slices.
+        unsafe {
+            let yv = f32x4_add(ld(yp.add(4 * i)), f32x4_mul(av, ld(xp.add(4 * i))));
+            v128_store(yp.add(4 * i) as *mut v128, yv);
+        }
+    }
+    for (yi, &xi) in y[4 * full..].iter_mut().zip(&x[4 * full..]) {
+        *yi += a * xi;
     }
 }
 
@@ -322,7 +344,7 @@ unsafe fn dot_half_row<H: Half>(x: *const f32, w: *const u8, cols: usize) -> Opt
 }
 
 fn matmul_half<H: Half>(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len() % cols == 0 && w.len() % (2 * cols) == 0, "matmul_half: bad shapes");
+    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(2 * cols), "matmul_half: bad shapes");
     let rows = w.len() / (2 * cols);
     let tokens = x.len() / cols;
     assert_eq!(out.len(), tokens * rows, "matmul_half: bad output length");
@@ -349,12 +371,12 @@ fn matmul_half<H: Half>(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
     }
 }
 
-/// `matmul_f32` with little-endian f16 weights (see [`scalar::matmul_f16`]).
+/// `matmul_f32` with little-endian f16 weights (see [`super::scalar::matmul_f16`]).
 pub fn matmul_f16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
     matmul_half::<F16>(x, w, cols, out)
 }
 
-/// `matmul_f32` with little-endian bf16 weights (see [`scalar::matmul_bf16`]).
+/// `matmul_f32` with little-endian bf16 weights (see [`super::scalar::matmul_bf16`]).
 pub fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
     matmul_half::<Bf16>(x, w, cols, out)
 }
@@ -363,7 +385,7 @@ pub fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
 // Activation quantization
 // ---------------------------------------------------------------------------------------
 
-/// Activation quantization of one row (see [`scalar::quantize_row`]).
+/// Activation quantization of one row (see [`super::scalar::quantize_row`]).
 pub fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
     assert!(q.len() == scales.len() * GROUP && x.len() <= q.len(), "quantize_row: bad lengths");
     let full = x.len() / GROUP;
@@ -424,6 +446,13 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
 // exactly in i32 and one shuffle-add per 4 rows finishes the 32-product sums.
 // INT4: nibbles are zero-extended (0..15) and the offset is removed once per group:
 // sum((n - 8) x) = sum(n x) - 8 sum(x), exact in i32.
+//
+// Speed (Node 20 / V8 on x86-64): `i32x4_dot_i16x8` (pmaddwd, 8 multiply-adds) is the widest
+// integer multiply-add in simd128 (the i8 dot products are relaxed-simd), so the inner loops
+// are bound by it: about 30 G multiply-adds/s for decode on one core (Q8 ~30 GB/s of weights,
+// Q4 ~16 GB/s), about 40 G with the 4-token prefill tile. Variants measured slower: splitting
+// each 16-byte load into even/odd bytes (whole-row sums without the final shuffle), one quad
+// at a time, and token tiles of 2 or 3.
 
 /// Tokens per pass over the weights in prefill (each weight vector feeds this many tokens).
 const TILE: usize = 4;
@@ -432,12 +461,12 @@ const PANEL_BYTES: usize = 512 * 1024;
 /// Chunks of 4 k per group.
 const CHUNKS: usize = GROUP / CHUNK_K;
 
-/// INT8-weight matmul (see [`scalar::gemm_q8`]).
+/// INT8-weight matmul (see [`super::scalar::gemm_q8`]).
 pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
     gemm(QuantKind::Q8, w, acts, blocks, out)
 }
 
-/// INT4-weight matmul (see [`scalar::gemm_q4`]).
+/// INT4-weight matmul (see [`super::scalar::gemm_q4`]).
 pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
     gemm(QuantKind::Q4, w, acts, blocks, out)
 }
@@ -508,7 +537,18 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
     }
 }
 
-fn prepare_acts(kind: QuantKind, acts: &QuantActs, t0: usize, nt: usize, groups: usize, xv: &mut Vec<v128>, corr: &mut Vec<v128>) {
+/// Fills `xv` `[groups][8 chunks][nt]` with each chunk's 4 activations as i16, repeated twice
+/// (`[x0, x1, x2, x3, x0, x1, x2, x3]`), and for INT4 `corr` `[groups][nt]` with
+/// `8 * sum(x)` of the group in every lane.
+fn prepare_acts(
+    kind: QuantKind,
+    acts: &QuantActs,
+    t0: usize,
+    nt: usize,
+    groups: usize,
+    xv: &mut Vec<v128>,
+    corr: &mut Vec<v128>,
+) {
     let cp = acts.cols_padded;
     assert!((t0 + nt) * cp <= acts.q.len() && groups * GROUP <= cp, "gemm: activations too short");
     xv.clear();
@@ -517,6 +557,7 @@ fn prepare_acts(kind: QuantKind, acts: &QuantActs, t0: usize, nt: usize, groups:
     for g in 0..groups {
         for c in 0..CHUNKS {
             for t in t0..t0 + nt {
+                // SAFETY: t < t0 + nt and g * 32 + c * 4 + 4 <= cp (asserted above).
                 let x4 = unsafe { v128_load32_splat(q.add(t * cp + g * GROUP + c * CHUNK_K) as *const u32) };
                 xv.push(i16x8_extend_low_i8x16(x4));
             }
@@ -524,6 +565,8 @@ fn prepare_acts(kind: QuantKind, acts: &QuantActs, t0: usize, nt: usize, groups:
         if kind == QuantKind::Q4 {
             let xg = &xv[g * CHUNKS * nt..];
             for t in 0..nt {
+                // Sum of the 8 chunk vectors (|sum| <= 8 * 128 fits i16): lanes j and j + 4
+                // both hold sum_c x[4c + j]; times 8 in pairs, then the two pairs added.
                 let mut s = xg[t];
                 for c in 1..CHUNKS {
                     s = i16x8_add(s, xg[c * nt + t]);
@@ -588,7 +631,8 @@ fn update(acc: v128, ws: v128, xs: v128, isum: v128) -> v128 {
 unsafe fn q8_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], out: *mut f32) {
     let groups = job.groups;
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
-    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
+    let (wb, sb) =
+        unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales[t * groups..(t + 1) * groups];
     let z = f32x4_splat(0.0);
     let (mut f0, mut f1, mut f2, mut f3) = (z, z, z, z);
@@ -651,7 +695,8 @@ unsafe fn store16(out: *mut f32, f0: v128, f1: v128, f2: v128, f3: v128) {
 unsafe fn q8_block_n<const N: usize>(job: &Job, rb: usize, t0: usize, xv: &[v128], out: *mut f32, width: usize) {
     let groups = job.groups;
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
-    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
+    let (wb, sb) =
+        unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales;
     let mut acc = [[f32x4_splat(0.0); 4]; N];
     for (g, xg) in xv.chunks_exact(CHUNKS * N).enumerate() {
@@ -702,41 +747,18 @@ fn nibbles(w: v128) -> (v128, v128, v128, v128) {
 unsafe fn q4_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], corr: &[v128], out: *mut f32) {
     let groups = job.groups;
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
-    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
+    let (wb, sb) =
+        unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales[t * groups..(t + 1) * groups];
     let z = f32x4_splat(0.0);
     let (mut f0, mut f1, mut f2, mut f3) = (z, z, z, z);
     for (g, ((xg, &xsg), &cg)) in xv.chunks_exact(CHUNKS).zip(xs).zip(corr).enumerate() {
         // SAFETY: g < groups.
         let wg = unsafe { wb.add(g * job.group_bytes) };
-        let zi = i32x4_splat(0);
-        let (mut l0, mut h0, mut l1, mut h1, mut l2, mut h2, mut l3, mut h3) = (zi, zi, zi, zi, zi, zi, zi, zi);
-        for p in 0..CHUNKS / 2 {
-            let (xa, xb) = (xg[p], xg[p + CHUNKS / 2]);
-            // SAFETY: the 64 bytes of chunks p and p + 4 of group g.
-            let (w0, w1, w2, w3) = unsafe {
-                let q = wg.add(p * CHUNK_BYTES);
-                (
-                    v128_load(q as *const v128),
-                    v128_load(q.add(16) as *const v128),
-                    v128_load(q.add(32) as *const v128),
-                    v128_load(q.add(48) as *const v128),
-                )
-            };
-            let dot2 = |a: v128, b: v128| i32x4_add(i32x4_dot_i16x8(a, xa), i32x4_dot_i16x8(b, xb));
-            let (a, b, c, d) = nibbles(w0);
-            l0 = i32x4_add(l0, dot2(a, b));
-            h0 = i32x4_add(h0, dot2(c, d));
-            let (a, b, c, d) = nibbles(w1);
-            l1 = i32x4_add(l1, dot2(a, b));
-            h1 = i32x4_add(h1, dot2(c, d));
-            let (a, b, c, d) = nibbles(w2);
-            l2 = i32x4_add(l2, dot2(a, b));
-            h2 = i32x4_add(h2, dot2(c, d));
-            let (a, b, c, d) = nibbles(w3);
-            l3 = i32x4_add(l3, dot2(a, b));
-            h3 = i32x4_add(h3, dot2(c, d));
-        }
+        // SAFETY: group g of block rb: 256 bytes at wg.
+        let (l0, h0, l1, h1) = unsafe { q4_two_quads(wg, xg) };
+        // SAFETY: as above (rows 8-15 start 32 bytes into each chunk pair).
+        let (l2, h2, l3, h3) = unsafe { q4_two_quads(wg.add(32), xg) };
         // SAFETY: 32 scale bytes of group g.
         let ws = unsafe { load_scales(sb.add(g * ROW_BLOCK * 2)) };
         let xsv = f32x4_splat(xsg);
@@ -765,7 +787,8 @@ unsafe fn q4_block_n<const N: usize>(
 ) {
     let groups = job.groups;
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
-    let (wb, sb) = unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
+    let (wb, sb) =
+        unsafe { (job.data.add(rb * groups * job.group_bytes), job.scales.add(rb * groups * ROW_BLOCK * 2)) };
     let xs = &job.acts.scales;
     let mut acc = [[f32x4_splat(0.0); 4]; N];
     for (g, (xg, cg)) in xv.chunks_exact(CHUNKS * N).zip(corr.chunks_exact(N)).enumerate() {
@@ -800,9 +823,37 @@ unsafe fn q4_block_n<const N: usize>(
     }
 }
 
+/// INT4 decode, rows 8 h .. 8 h + 7 of one group (two 4-row quads at `wg`, `wg + 16` in each
+/// 64-byte chunk pair): pair sums (lo, hi) of each quad. Two passes of two quads keep the
+/// accumulators, activations and nibble temporaries in the 16 x86 vector registers.
+///
+/// # Safety
+/// `wg` points into a group's data such that `wg + 64 p + 32` is readable for p < 4.
+#[inline(always)]
+unsafe fn q4_two_quads(wg: *const u8, xg: &[v128]) -> (v128, v128, v128, v128) {
+    let zi = i32x4_splat(0);
+    let (mut l0, mut h0, mut l1, mut h1) = (zi, zi, zi, zi);
+    for p in 0..CHUNKS / 2 {
+        let (xa, xb) = (xg[p], xg[p + CHUNKS / 2]);
+        // SAFETY: 32 bytes at wg + 64 p (the caller's contract).
+        let (w0, w1) = unsafe {
+            (v128_load(wg.add(p * CHUNK_BYTES) as *const v128), v128_load(wg.add(p * CHUNK_BYTES + 16) as *const v128))
+        };
+        let dot2 = |a: v128, b: v128| i32x4_add(i32x4_dot_i16x8(a, xa), i32x4_dot_i16x8(b, xb));
+        let (a, b, c, d) = nibbles(w0);
+        l0 = i32x4_add(l0, dot2(a, b));
+        h0 = i32x4_add(h0, dot2(c, d));
+        let (a, b, c, d) = nibbles(w1);
+        l1 = i32x4_add(l1, dot2(a, b));
+        h1 = i32x4_add(h1, dot2(c, d));
+    }
+    (l0, h0, l1, h1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::scalar;
     use crate::quant::quantize_matrix;
 
     /// Deterministic generator (xorshift64*).
@@ -848,7 +899,12 @@ mod tests {
     fn assert_same(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            assert!(same(g, w), "{what}: [{i}] simd128 {g:e} ({:#010x}) != scalar {w:e} ({:#010x})", g.to_bits(), w.to_bits());
+            assert!(
+                same(g, w),
+                "{what}: [{i}] simd128 {g:e} ({:#010x}) != scalar {w:e} ({:#010x})",
+                g.to_bits(),
+                w.to_bits()
+            );
         }
     }
 
@@ -894,6 +950,19 @@ mod tests {
                     assert_same(&got, &want, &format!("matmul_f32 t{tokens} r{rows} c{cols}"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn axpy_is_bit_exact() {
+        let mut rng = Rng::new(8);
+        for n in 0..=70 {
+            let (x, y) = (rng.vec(n), rng.vec(n));
+            let a = rng.f32();
+            let (mut got, mut want) = (y.clone(), y);
+            axpy(a, &x, &mut got);
+            scalar::axpy(a, &x, &mut want);
+            assert_same(&got, &want, &format!("axpy n={n}"));
         }
     }
 
@@ -992,7 +1061,7 @@ mod tests {
                     // Non-finite values (unspecified results, but the same on every tier).
                     3 if n > 0 => {
                         let k = rng.below(n as u64) as usize;
-                        x[k] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-45][(n % 4) as usize];
+                        x[k] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-45][n % 4];
                     }
                     // Subnormal-only values: 127 / amax overflows to inf, so x * inv is +-inf
                     // (clamped to +-127) or NaN (0).
@@ -1014,7 +1083,12 @@ mod tests {
 
     /// A quantized matrix with random bytes (every int8 / nibble pattern) and random f16
     /// scales (zeros, subnormals, normals of many exponents).
-    fn random_matrix(rng: &mut Rng, kind: QuantKind, row_blocks: usize, groups: usize) -> (QuantShape, Vec<u8>, Vec<u8>) {
+    fn random_matrix(
+        rng: &mut Rng,
+        kind: QuantKind,
+        row_blocks: usize,
+        groups: usize,
+    ) -> (QuantShape, Vec<u8>, Vec<u8>) {
         let shape = QuantShape::new(row_blocks * ROW_BLOCK, groups * GROUP).unwrap();
         let data: Vec<u8> = (0..shape.data_bytes(kind)).map(|_| rng.next() as u8).collect();
         let mut scales = Vec::with_capacity(shape.scale_bytes());
@@ -1041,7 +1115,9 @@ mod tests {
                         q[(t * groups + g) * GROUP..][..GROUP].fill(0);
                         scales[t * groups + g] = 0.0;
                     }
-                    1 => q[(t * groups + g) * GROUP..][..GROUP].iter_mut().for_each(|v| *v = if rng.below(2) == 0 { -128 } else { 127 }),
+                    1 => q[(t * groups + g) * GROUP..][..GROUP]
+                        .iter_mut()
+                        .for_each(|v| *v = if rng.below(2) == 0 { -128 } else { 127 }),
                     _ => {}
                 }
             }
