@@ -47,7 +47,7 @@ echo "  $(qemu-aarch64 --version | head -n1)"
 
 target=aarch64-unknown-linux-gnu
 step "build the saguaro-host tests for $target"
-cargo test --quiet --locked --target "$target" -p saguaro-host --lib --no-run
+cargo test --quiet --locked --target "$target" -p saguaro-host --lib --test tiers --no-run
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -56,6 +56,10 @@ for cpu in cortex-a53 neoverse-n1 neoverse-v1 max; do
   step "QEMU_CPU=$cpu"
   if ! QEMU_CPU=$cpu SAGUARO_QEMU_CPU=$cpu \
     cargo test --quiet --locked --target "$target" -p saguaro-host --lib kernels -- "$@" 2>&1 | tee -a "$log"; then
+    status=1
+  fi
+  # End to end: every tier this CPU has gives the recorded logits bits on every fixture.
+  if ! QEMU_CPU=$cpu cargo test --quiet --locked --target "$target" -p saguaro-host --test tiers 2>&1 | tee -a "$log"; then
     status=1
   fi
 done

@@ -36,10 +36,11 @@ node -e '
 cp Cargo.lock "$ws/Cargo.lock"
 
 export CARGO_TARGET_DIR="$root/target"
+export SAGUARO_FIXTURES_DIR="$root/tests/fixtures"
 export CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $root/scripts/wasm-runner.mjs"
 export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128"
 cd "$ws"
-run() { cargo test -p saguaro-engine --target wasm32-wasip1 --lib "$@"; }
+run() { cargo test -p saguaro-engine --target wasm32-wasip1 --lib --test determinism "$@"; }
 if run "$@"; then
   exit 0
 fi

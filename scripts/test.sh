@@ -24,6 +24,12 @@ trap 'rm -f "$log"' EXIT
 step "workspace tests (native)"
 cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
 
+step "aarch64 kernels and end-to-end bits under qemu-user (cortex-a53, neoverse-n1, neoverse-v1, max)"
+./scripts/test-aarch64.sh 2>&1 | tee -a "$log"
+
+step "engine in wasm32 with simd128 (Node WASI): unit tests and end-to-end bits"
+./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
+
 # One closing line for the whole run, summed over every test binary.
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

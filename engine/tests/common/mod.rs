@@ -22,8 +22,13 @@ use saguaro_engine::{LogitsMode, Model};
 pub const DIGEST_FIXTURES: &[&str] = &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy"];
 pub const QUANTS: &[(&str, Quant)] = &[("f32", Quant::F32), ("f16", Quant::F16), ("int8", Quant::Int8), ("int4", Quant::Int4)];
 
+/// tests/fixtures; `SAGUARO_FIXTURES_DIR` overrides it (the wasm runner resolves `..` through
+/// symlinks lexically, so scripts/test-wasm-kernels.sh passes the absolute path).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    match std::env::var("SAGUARO_FIXTURES_DIR") {
+        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures"),
+    }
 }
 
 fn fnv(bits: impl Iterator<Item = u32>) -> String {
