@@ -118,10 +118,10 @@ unsafe fn load8<const KIND: u8>(p: *const u8) -> __m256 {
             W_F32 => _mm256_loadu_ps(p.cast()),
             W_F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
             _ => {
-                let v = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())));
-                // NaN: set the quiet bit, as `half::bf16::to_f32` does.
-                let nan = _mm256_cmpgt_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7FFF_FFFF)), _mm256_set1_epi32(0x7F80_0000));
-                _mm256_castsi256_ps(_mm256_or_si256(v, _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000))))
+                // bf16 -> f32 is a 16-bit shift. `half` also sets the quiet bit of a NaN, which
+                // this does not: the widened weight only ever feeds `vmulps`, which quiets a
+                // signalling NaN operand in exactly the same way, so products are identical.
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
             }
         }
     }
@@ -133,7 +133,7 @@ unsafe fn load8<const KIND: u8>(p: *const u8) -> __m256 {
 /// AVX2 + F16C present; `x` holds `tokens * cols` f32, `w` `rows * cols` elements of `KIND`,
 /// `out` `tokens * rows` f32, `r0 + RR <= rows`, `t0 + TT <= tokens`.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
+unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize, const PF: bool>(
     x: *const f32,
     w: *const u8,
     cols: usize,
@@ -158,6 +158,12 @@ unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
             }
         }
         for r in 0..RR {
+            if PF && (k * esize) % 64 == 0 {
+                // The next row tile (RR rows further) at the same column: the rows of a tile
+                // are short interleaved streams that the hardware prefetcher alone follows
+                // poorly. Prefetches never fault, so running past the end is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(((r0 + r + RR) * cols + k) * esize).cast());
+            }
             let p = w.wrapping_add(((r0 + r) * cols + k) * esize);
             // SAFETY: r0 + r < rows, k + 16 <= cols: 16 elements at p are in w.
             let (w0, w1) = unsafe { (load8::<KIND>(p), load8::<KIND>(p.add(8 * esize))) };
@@ -206,18 +212,21 @@ unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
 /// `out` `tokens * rows`.
 unsafe fn matmul_any<const KIND: u8>(x: &[f32], w: *const u8, cols: usize, rows: usize, tokens: usize, out: &mut [f32]) {
     let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // Decode: 4 rows (8 accumulator registers), the next 4 rows prefetched. Prefill: 2 rows
+    // x 2 tokens (8 accumulators + 4 x + 2 w registers of the 16).
     let (rr, tt) = if tokens == 1 { (4, 1) } else { (2, 2) };
     common::drive_matmul(rows, tokens, cols, rr, tt, |rn, tn, r, t| {
         // SAFETY: the driver keeps r + rn <= rows, t + tn <= tokens; features as the caller.
         unsafe {
             match (rn, tn) {
-                (4, 1) => mm_tile::<KIND, 4, 1>(xp, w, cols, rows, op, r, t),
-                (2, 2) => mm_tile::<KIND, 2, 2>(xp, w, cols, rows, op, r, t),
-                (2, 1) => mm_tile::<KIND, 2, 1>(xp, w, cols, rows, op, r, t),
+                (4, 1) if tokens == 1 => mm_tile::<KIND, 4, 1, true>(xp, w, cols, rows, op, r, t),
+                (2, 2) => mm_tile::<KIND, 2, 2, false>(xp, w, cols, rows, op, r, t),
+                (2, 1) => mm_tile::<KIND, 2, 1, false>(xp, w, cols, rows, op, r, t),
+                (1, 2) => mm_tile::<KIND, 1, 2, false>(xp, w, cols, rows, op, r, t),
                 _ => {
                     for rr in r..r + rn {
                         for tt in t..t + tn {
-                            mm_tile::<KIND, 1, 1>(xp, w, cols, rows, op, rr, tt);
+                            mm_tile::<KIND, 1, 1, false>(xp, w, cols, rows, op, rr, tt);
                         }
                     }
                 }

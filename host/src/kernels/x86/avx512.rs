@@ -2,7 +2,8 @@
 //!
 //! - f32 dot products: one zmm holds the 16 canonical partial sums (lane i%16), `vmulps`
 //!   then `vaddps` (never FMA), masked zero-filled tail, the pairwise tree at the end.
-//!   Matmuls compute tiles of 4 rows x 3 tokens (12 independent accumulator chains).
+//!   Matmuls compute tiles of 4 rows x 4 tokens (prefill) or 4 rows (decode, with the
+//!   next 4 rows prefetched): independent accumulator chains sharing each load.
 //! - Quantized GEMV/GEMM over the `r16k4` layout: one 64-byte load = 16 rows x 4 k, fed
 //!   to `vpdpbusd` against the broadcast 4 activations of each token. `vpdpbusd` is
 //!   u8 x s8, so int8 weights are flipped to offset binary (`w ^ 0x80` = `w + 128`) and
@@ -134,10 +135,10 @@ unsafe fn load_w<const KIND: u8, const MASKED: bool>(p: *const u8, m: __mmask16)
             }
             _ => {
                 let h = if MASKED { _mm256_maskz_loadu_epi16(m, p.cast()) } else { _mm256_loadu_si256(p.cast()) };
-                let v = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
-                // NaN: set the quiet bit, as `half::bf16::to_f32` does.
-                let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, _mm512_set1_epi32(0x7FFF_FFFF)), _mm512_set1_epi32(0x7F80_0000));
-                _mm512_castsi512_ps(_mm512_mask_or_epi32(v, nan, v, _mm512_set1_epi32(0x0040_0000)))
+                // bf16 -> f32 is a 16-bit shift. `half` also sets the quiet bit of a NaN, which
+                // this does not: the widened weight only ever feeds `vmulps`, which quiets a
+                // signalling NaN operand in exactly the same way, so products are identical.
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
             }
         }
     }
@@ -149,7 +150,7 @@ unsafe fn load_w<const KIND: u8, const MASKED: bool>(p: *const u8, m: __mmask16)
 /// Target features present; `x` holds `tokens * cols` f32, `w` `rows * cols` elements of
 /// `KIND`, `out` `tokens * rows` f32, with `r0 + RR <= rows` and `t0 + TT <= tokens`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
+unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize, const PF: bool>(
     x: *const f32,
     w: *const u8,
     cols: usize,
@@ -169,6 +170,12 @@ unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
             *v = unsafe { _mm512_loadu_ps(x.add((t0 + i) * cols + k)) };
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
+            if PF && (k * esize) % 64 == 0 {
+                // The next row tile (RR rows further) at the same column: the rows of a tile
+                // are short interleaved streams that the hardware prefetcher alone follows
+                // poorly. Prefetches never fault, so running past the end is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(((r0 + r + RR) * cols + k) * esize).cast());
+            }
             // SAFETY: r0 + r < rows and k + 16 <= cols.
             let wv = unsafe { load_w::<KIND, false>(w.add(((r0 + r) * cols + k) * esize), 0xFFFF) };
             for (a, &xi) in acc_r.iter_mut().zip(&xv) {
@@ -199,26 +206,34 @@ unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize>(
     }
 }
 
-/// Rows per tile, tokens per tile.
-const MM_RR: usize = 4;
-const MM_TT: usize = 3;
-
 /// # Safety
 /// Target features present; lengths as checked by `check_matmul_*` (`w` holds
 /// `rows * cols` elements of `KIND`).
 unsafe fn matmul_any<const KIND: u8>(x: &[f32], w: *const u8, cols: usize, rows: usize, tokens: usize, out: &mut [f32]) {
     let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
-    common::drive_matmul(rows, tokens, cols, MM_RR, MM_TT, |rn, tn, r, t| {
+    // Decode: 4 rows (4 accumulator chains sharing each x load), the next 4 rows
+    // prefetched. Prefill: 4 rows x 4 tokens (16 accumulators, 8 loads per 16 mul+add).
+    let (rr, tt) = if tokens == 1 { (4, 1) } else { (4, 4) };
+    common::drive_matmul(rows, tokens, cols, rr, tt, |rn, tn, r, t| {
         // SAFETY: the driver keeps r + rn <= rows and t + tn <= tokens; features as the caller.
         unsafe {
             match (rn, tn) {
-                (MM_RR, 3) => mm_tile::<KIND, MM_RR, 3>(xp, w, cols, rows, op, r, t),
-                (MM_RR, 2) => mm_tile::<KIND, MM_RR, 2>(xp, w, cols, rows, op, r, t),
-                (MM_RR, 1) => mm_tile::<KIND, MM_RR, 1>(xp, w, cols, rows, op, r, t),
+                (4, 1) if tokens == 1 => mm_tile::<KIND, 4, 1, true>(xp, w, cols, rows, op, r, t),
+                (4, 4) => mm_tile::<KIND, 4, 4, false>(xp, w, cols, rows, op, r, t),
+                (4, 3) => mm_tile::<KIND, 4, 3, false>(xp, w, cols, rows, op, r, t),
+                (4, 2) => mm_tile::<KIND, 4, 2, false>(xp, w, cols, rows, op, r, t),
+                (4, 1) => mm_tile::<KIND, 4, 1, false>(xp, w, cols, rows, op, r, t),
                 _ => {
                     for rr in r..r + rn {
-                        for tt in t..t + tn {
-                            mm_tile::<KIND, 1, 1>(xp, w, cols, rows, op, rr, tt);
+                        match tn {
+                            4 => mm_tile::<KIND, 1, 4, false>(xp, w, cols, rows, op, rr, t),
+                            3 => mm_tile::<KIND, 1, 3, false>(xp, w, cols, rows, op, rr, t),
+                            2 => mm_tile::<KIND, 1, 2, false>(xp, w, cols, rows, op, rr, t),
+                            _ => {
+                                for tt in t..t + tn {
+                                    mm_tile::<KIND, 1, 1, false>(xp, w, cols, rows, op, rr, tt);
+                                }
+                            }
                         }
                     }
                 }
@@ -285,8 +300,10 @@ unsafe fn quantize_impl(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
         // Clamp before rounding (the bounds are integers, so this equals clamping after).
         // vminps/vmaxps with the constant first pass a NaN product through; it converts to
         // 0x8000_0000, whose low byte (vpmovdb truncates) is 0, as `NaN as i8` is in Rust.
-        let q0 = _mm512_cvtps_epi32(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v0, inv))));
-        let q1 = _mm512_cvtps_epi32(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v1, inv))));
+        // Rounding to nearest even is encoded in the instruction (independent of MXCSR).
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let q0 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v0, inv))));
+        let q1 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v1, inv))));
         let b = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1));
         // SAFETY: 32 bytes at qg are in q.
         unsafe { _mm256_storeu_si256(qg.cast(), b) };

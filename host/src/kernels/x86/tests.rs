@@ -262,19 +262,24 @@ fn quantize_row_non_finite_matches_scalar() {
     }
 }
 
-/// bf16 NaN weights are widened with the quiet bit set, as `half` does.
+/// NaN / infinite bf16 and f16 weights: the products (and so the outputs) carry the same
+/// bits as the scalar path, whose `half` widening quiets signalling NaNs up front.
 #[test]
-fn bf16_nan_widening_matches_half() {
+fn half_nan_weights_match_scalar() {
+    let s = Kernels::scalar();
     for k in available_tiers() {
-        for nan in [0x7F81u16, 0xFF81, 0x7FC0, 0x7F80, 0xFF80] {
-            let w: Vec<u8> = [nan].iter().flat_map(|b| b.to_le_bytes()).collect();
-            let mut out = [0.0f32];
-            (k.matmul_bf16)(&[1.0], &w, 1, &mut out);
-            let mut want = [0.0f32];
-            (Kernels::scalar().matmul_bf16)(&[1.0], &w, 1, &mut want);
-            assert_eq!(out[0].is_nan(), want[0].is_nan(), "tier {} {nan:#x}", k.tier);
-            if !want[0].is_nan() {
-                assert_eq!(out[0].to_bits(), want[0].to_bits());
+        for special in [0x7F81u16, 0xFF81, 0x7FC0, 0x7F80, 0xFF80, 0x7C01, 0xFE01, 0x7E00, 0x7C00] {
+            for cols in [1usize, 17, 40] {
+                let mut w = vec![0u8; 2 * cols];
+                w[2 * (cols - 1)..].copy_from_slice(&special.to_le_bytes());
+                let x: Vec<f32> = (0..cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+                let (mut got, mut want) = ([0.0f32], [0.0f32]);
+                (s.matmul_bf16)(&x, &w, cols, &mut want);
+                (k.matmul_bf16)(&x, &w, cols, &mut got);
+                assert_eq!(got[0].to_bits(), want[0].to_bits(), "bf16 tier {} {special:#x} cols {cols}", k.tier);
+                (s.matmul_f16)(&x, &w, cols, &mut want);
+                (k.matmul_f16)(&x, &w, cols, &mut got);
+                assert_eq!(got[0].to_bits(), want[0].to_bits(), "f16 tier {} {special:#x} cols {cols}", k.tier);
             }
         }
     }
