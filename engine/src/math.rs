@@ -33,7 +33,11 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round_ties_even();
+    // Round to nearest, ties to even, by the 1.5 * 2^23 trick: exact for |v| < 2^22 (here
+    // |v| < 128), pure add/sub so it vectorizes on every ISA (round_ties_even would call
+    // rintf on baseline x86-64).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI;
     let r = r - n * LN2_LO;
     let r2 = r * r;

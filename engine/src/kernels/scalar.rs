@@ -57,6 +57,7 @@ pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
 }
 
 /// Canonical sum: the lanes of [`dot_f32`] with every product replaced by the element.
+#[inline]
 pub fn sum_f32(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; F32_LANES];
     let mut chunks = x.chunks_exact(F32_LANES);
@@ -74,6 +75,7 @@ pub fn sum_f32(x: &[f32]) -> f32 {
 
 /// In-place softmax: `m = max(x)`, `e = exp_f32(x - m)`, `s` = canonical sum of `e`,
 /// `x = e * (1 / s)`.
+#[inline]
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for v in x.iter_mut() {
@@ -86,6 +88,7 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// SwiGLU gate in place: `gate = silu(gate) * up`, elementwise.
+#[inline]
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
     for (g, &u) in gate.iter_mut().zip(up) {
@@ -94,6 +97,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 }
 
 /// `y += a * x`, elementwise (multiply rounded, then add).
+#[inline]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy: length mismatch");
     for (yi, &xi) in y.iter_mut().zip(x) {

@@ -9,7 +9,7 @@
 //! (each output row is its own dot product in the canonical order), so batched prefill and
 //! incremental decode give bit-identical logits.
 
-use super::{AttentionBlock, ConvBlock, FeedForward, LayerState, Mixer, Model, State};
+use super::{AttentionBlock, ConvBlock, FeedForward, KvCache, LayerState, Mixer, Model, State};
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 use crate::math::{rms_norm, rms_norm_rows_inplace, Rope};
@@ -91,8 +91,8 @@ impl Model {
                 (Mixer::Conv(block), LayerState::Conv { tail }) => {
                     conv_forward(k, par, block, tail, &normed, t, d, &mut delta)
                 }
-                (Mixer::Attention(block), LayerState::Attention { keys, values }) => {
-                    attention_forward(self, par, block, keys, values, state.pos, &normed, t, &mut delta)
+                (Mixer::Attention(block), LayerState::Attention(cache)) => {
+                    attention_forward(self, par, block, cache, state.pos, &normed, t, &mut delta)
                 }
                 _ => unreachable!("State::new builds one state per layer of the same kind"),
             }
@@ -193,8 +193,7 @@ fn attention_forward(
     model: &Model,
     par: &dyn Parallel,
     block: &AttentionBlock,
-    keys: &mut Vec<f32>,
-    values: &mut Vec<f32>,
+    cache: &mut KvCache,
     pos: usize,
     u: &[f32],
     t: usize,
@@ -226,31 +225,35 @@ fn attention_forward(
             Rope::apply(head, &cos, &sin);
         }
     }
-    keys.extend_from_slice(&new_k);
-    values.extend_from_slice(&new_v);
+    cache.append(&new_k, &new_v);
+    let cache = &*cache;
 
-    // softmax(q k^T * scale + causal mask) v, per query head; head h reads kv head h / group.
-    // Tokens are split across threads; each token's rows are computed the same way.
+    // softmax(q k^T * scale + causal mask) v. Query head h reads kv head h / group; the
+    // `group` query heads of a kv head share one matmul over its keys. Each score is the
+    // canonical dot product times the scale, each output element the canonical dot product
+    // of the probabilities with one transposed value row: the same bits for any split.
     let scale = (1.0 / (hd as f64).sqrt()) as f32;
     let mut attn = vec![0.0f32; t * heads * hd]; // [T, H, hd]
-    let (keys, values) = (&keys[..], &values[..]);
     let per_task = split_len(t, par.threads(), 4);
     for_each_piece_mut(par, &mut attn, per_task * heads * hd, &|task, piece| {
-        let mut scores = Vec::with_capacity(pos + t);
+        let mut scores = Vec::with_capacity(group * (pos + t)); // [group, visible]
         for (i, out_t) in piece.chunks_exact_mut(heads * hd).enumerate() {
             let ti = task * per_task + i;
             let visible = pos + ti + 1; // causal: positions 0..=pos+ti
-            for (head, o) in out_t.chunks_exact_mut(hd).enumerate() {
-                let kvh = head / group;
-                let qh = &q[(ti * heads + head) * hd..][..hd];
+            for kvh in 0..kv_heads {
+                let q_group = &q[(ti * heads + kvh * group) * hd..][..group * hd];
                 scores.clear();
-                for s in 0..visible {
-                    let ks = &keys[(s * kv_heads + kvh) * hd..][..hd];
-                    scores.push((k.dot_f32)(qh, ks) * scale);
-                }
-                (k.softmax)(&mut scores);
-                for (s, &p) in scores.iter().enumerate() {
-                    (k.axpy)(p, &values[(s * kv_heads + kvh) * hd..][..hd], o);
+                scores.resize(group * visible, 0.0);
+                (k.matmul_f32)(q_group, cache.keys(kvh, visible), hd, &mut scores);
+                for (g, row) in scores.chunks_exact_mut(visible).enumerate() {
+                    for s in row.iter_mut() {
+                        *s *= scale;
+                    }
+                    (k.softmax)(row);
+                    let o = &mut out_t[(kvh * group + g) * hd..][..hd];
+                    for (d, od) in o.iter_mut().enumerate() {
+                        *od = (k.dot_f32)(row, cache.value_row(kvh, d, visible));
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ mod forward;
 mod state;
 
 pub use forward::LogitsMode;
-pub use state::{LayerState, State};
+pub use state::{KvCache, LayerState, State};
 
 use crate::config::{LayerKind, Lfm2Config};
 use crate::convert::{convert, Extras, Quant};

@@ -42,6 +42,9 @@ pub(super) fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        softmax: super::elementwise::softmax_avx2,
+        silu_mul: super::elementwise::silu_mul_avx2,
+        axpy: super::elementwise::axpy_avx2,
         ..Kernels::scalar()
     }
 }

@@ -49,6 +49,9 @@ pub(super) fn kernels() -> Kernels {
         quantize_row,
         gemm_q8,
         gemm_q4,
+        softmax: super::elementwise::softmax_avx512,
+        silu_mul: super::elementwise::silu_mul_avx512,
+        axpy: super::elementwise::axpy_avx512,
         ..Kernels::scalar()
     }
 }

@@ -34,6 +34,7 @@ mod avx2;
 mod avx512;
 mod avxvnni;
 mod common;
+pub mod elementwise;
 #[cfg(test)]
 mod tests;
 
