@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, offline: greedy generation with the bundled fixture model.
-# Usage: ./scripts/run.sh [extra saguaro generate flags]
+# The main job, offline: a chat completion with the bundled chat fixture model (a tiny random
+# LFM2 with a real LFM2 chat template and a small BPE tokenizer; its answers are noise, the
+# pipeline is real: template, tokenizer, prefill, sampling, streaming, tool-call parsing).
+# Usage: ./scripts/run.sh [saguaro run flags, e.g. --prompt "Hi" --json, or --model m.cact]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --release --locked -p saguaro-host
-exec target/release/saguaro generate --model tests/fixtures/hybrid-gqa \
-  --tokens 135,390,176,216,23,374,131,41,143,103,346,222 --max-tokens 16 --temperature 0 --json "$@"
+exec target/release/saguaro run "$@"

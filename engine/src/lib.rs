@@ -13,7 +13,14 @@
 //! - [`math`]: RMSNorm, RoPE, softmax, SiLU: the small f32 operations of the forward pass.
 //! - [`model`]: weights as the model sees them, the decode state and the forward pass.
 //! - [`generate`]: token generation loops over the forward pass.
+//! - [`api`]: the request/response schema every surface speaks.
+//! - [`tokenizer`]: the model's tokenizer.json and streaming detokenization.
+//! - [`chat`]: the chat template (as transformers renders it) and tool-call parsing.
+//! - [`sampling`]: temperature, top-k/top-p/min-p, repetition penalty, portable RNG, entropy.
+//! - [`session`]: chat completion with streaming, stop sequences, prefix reuse, confidence.
 
+pub mod api;
+pub mod chat;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -22,12 +29,18 @@ pub mod generate;
 pub mod kernels;
 pub mod math;
 pub mod quant;
+pub mod sampling;
+pub mod session;
 pub mod storage;
 pub mod synth;
 pub mod model;
 pub mod parallel;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{LayerKind, Lfm2Config, MoeConfig};
 pub use error::{Error, Result};
 pub use model::{LogitsMode, Model, State};
+pub use api::{FinishReason, FunctionCall, Message, Options, Request, Response, TokenEvent};
+pub use session::{ChatModel, Clock, Hooks, Session};
+pub use tokenizer::Tokenizer;

@@ -2,6 +2,7 @@
 //! argument parsing helpers here.
 
 mod bench;
+mod chat;
 mod convert;
 mod info;
 mod run;
@@ -37,6 +38,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Describe a .cact file (config, parameters, tensors) and/or this CPU's kernels.
     Info(info::InfoArgs),
+    /// Answer a chat request (JSON from a file or stdin) with the response JSON.
+    Complete(chat::CompleteArgs),
+    /// Chat interactively with a model (streaming; /reset, /exit).
+    Chat(chat::ChatArgs),
+    /// Answer one prompt (default model: the bundled chat fixture).
+    Run(chat::RunArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +63,9 @@ pub fn main() -> ExitCode {
         Command::Pull(args) => convert::pull(args),
         Command::Info(args) => info::info(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Complete(args) => chat::complete(args),
+        Command::Chat(args) => chat::chat(args),
+        Command::Run(args) => chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

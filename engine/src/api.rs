@@ -1,0 +1,526 @@
+//! The one request/response schema every surface speaks (design.md, "One API, every surface").
+//!
+//! Field names are Cactus's, so apps can switch. A request is JSON like
+//!
+//! ```json
+//! {"messages": [{"role": "system", "content": "Be brief."},
+//!               {"role": "user", "content": "Weather in Paris?"}],
+//!  "tools": [{"type": "function", "function": {"name": "get_weather", "description": "...",
+//!             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+//!  "options": {"temperature": 0.3, "max_tokens": 256, "stop_sequences": ["\n\n"], "seed": 7}}
+//! ```
+//!
+//! - `messages[].role`: `system`, `user`, `assistant` or `tool`. `content`: a string, a list of
+//!   content parts (passed to the template as is), or absent/null (e.g. an assistant turn that only
+//!   calls tools). `tool_calls` (assistant): OpenAI-style `{"type": "function", "function":
+//!   {"name", "arguments"}}` or flat `{"name", "arguments"}`; `arguments` an object or a JSON
+//!   string of one. Any other field (`tool_call_id`, `name`, `thinking`, ...) is passed to the
+//!   template unchanged; null fields are dropped (as transformers does).
+//! - `tools`: OpenAI-style function schemas or bare `{"name", "description", "parameters"}`. They
+//!   reach the template exactly as given; their names are the ones tool calls are checked against.
+//! - `options`: see [`Options`]. Unknown option names are ignored (Cactus has a few more).
+//!
+//! The response ([`Response`]) always has every field of the schema; on failure `success` is
+//! false, `error` says why, `error_code` is the engine error's code ([`crate::Error::code`]) and
+//! the rest are zero/empty. `finish_reason` ([`FinishReason`]) says why generation ended.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::sampling::SamplingParams;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// A string, a list of content parts, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    /// Tool calls made by an assistant turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    /// Any other field, passed to the template as is.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// A message with a role and text content.
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Message { role: role.into(), content: Some(Value::String(content.into())), tool_calls: None, extra: Map::new() }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+    pub fn tool(content: impl Into<String>) -> Self {
+        Self::new("tool", content)
+    }
+}
+
+/// Generation options. Every field is optional; missing ones take the model's defaults
+/// ([`GenerationDefaults`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    /// 0 = greedy. Must be finite and >= 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Keep the k most likely tokens; 0 = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling, in (0, 1]; 1 = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than `min_p` times the most likely one, in [0, 1]; 0 = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// > 0; 1 = off. Applied over the last [`SamplingParams::repetition_window`] tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+    /// Most new tokens to generate (the end-of-turn token counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+    /// Stop when the generated text contains one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_sequences: Vec<String>,
+    /// Keep the matched stop sequence at the end of `response` (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_stop_sequences: bool,
+    /// Seed of the portable sampler (default 0): the same seed gives the same tokens everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// `cloud_handoff` threshold on the rolling confidence, in [0, 1] (default 0.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_threshold: Option<f32>,
+}
+
+/// A completion request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub options: Options,
+}
+
+impl Request {
+    /// Parses request JSON; a syntax or type error is an [`Error::Input`].
+    pub fn from_json(text: &str) -> Result<Request> {
+        serde_json::from_str(text).map_err(|e| Error::Input(format!("request is not valid JSON for the schema: {e}")))
+    }
+
+    /// Checks roles, contents, tool calls and tool schemas; returns the declared tool names.
+    pub fn validate(&self) -> Result<Vec<String>> {
+        if self.messages.is_empty() {
+            return Err(Error::Input("`messages` is empty: a request needs at least one message".into()));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
+                return Err(Error::Input(format!(
+                    "messages[{i}]: unknown role `{}` (expected system, user, assistant or tool)",
+                    m.role
+                )));
+            }
+            match &m.content {
+                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                Some(Value::Array(parts)) => {
+                    if let Some(j) = parts.iter().position(|p| !p.is_object() && !p.is_string()) {
+                        return Err(Error::Input(format!("messages[{i}].content[{j}]: a content part must be an object or a string")));
+                    }
+                }
+                Some(_) => {
+                    return Err(Error::Input(format!("messages[{i}].content must be a string, a list of parts or null")))
+                }
+            }
+            if let Some(calls) = &m.tool_calls {
+                if m.role != "assistant" {
+                    return Err(Error::Input(format!("messages[{i}]: only assistant messages can have tool_calls")));
+                }
+                for (j, c) in calls.iter().enumerate() {
+                    normalize_tool_call(c).map_err(|e| Error::Input(format!("messages[{i}].tool_calls[{j}]: {e}")))?;
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            names.push(tool_name(t).map_err(|e| Error::Input(format!("tools[{i}]: {e}")))?);
+        }
+        Ok(names)
+    }
+}
+
+/// The name of a tool schema (OpenAI-style or bare), after checking its shape.
+pub fn tool_name(tool: &Value) -> std::result::Result<String, String> {
+    let obj = tool.as_object().ok_or("a tool schema must be a JSON object")?;
+    let func = match obj.get("function") {
+        Some(Value::Object(f)) => f,
+        Some(_) => return Err("`function` must be an object".into()),
+        None => obj,
+    };
+    let name = match func.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => return Err("a tool needs a non-empty string `name`".into()),
+    };
+    match func.get("parameters") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err(format!("tool `{name}`: `parameters` must be a JSON schema object")),
+    }
+    Ok(name)
+}
+
+/// A tool call of a request message in the OpenAI form templates read:
+/// `{"type": "function", "function": {"name", "arguments": {...}}}` (plus `id` if given),
+/// with `arguments` parsed when it came as a JSON string.
+pub fn normalize_tool_call(call: &Value) -> std::result::Result<Value, String> {
+    let obj = call.as_object().ok_or("a tool call must be a JSON object")?;
+    let func = match obj.get("function") {
+        Some(Value::Object(f)) => f,
+        Some(_) => return Err("`function` must be an object".into()),
+        None => obj,
+    };
+    let name = match func.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => return Err("a tool call needs a non-empty string `name`".into()),
+    };
+    let arguments = match func.get("arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Value::Object(m),
+            _ => return Err(format!("tool call `{name}`: `arguments` is a string that is not a JSON object")),
+        },
+        Some(_) => return Err(format!("tool call `{name}`: `arguments` must be an object")),
+    };
+    let mut function = Map::new();
+    function.insert("name".into(), Value::String(name));
+    function.insert("arguments".into(), arguments);
+    let mut out = Map::new();
+    out.insert("type".into(), Value::String("function".into()));
+    out.insert("function".into(), Value::Object(function));
+    if let Some(id) = obj.get("id").filter(|v| !v.is_null()) {
+        out.insert("id".into(), id.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn (an end-of-sequence token) and made no tool call.
+    Stop,
+    /// The model ended its turn after calling tools (`function_calls` is not empty).
+    ToolCalls,
+    /// `max_tokens` tokens were generated.
+    Length,
+    /// The text reached one of `stop_sequences`.
+    StopSequence,
+    /// The context window is full (prompt + generated tokens = max_position_embeddings).
+    ContextFull,
+    /// The token callback returned false or the cancel flag was set.
+    Cancelled,
+}
+
+/// A tool call parsed from the model's output, with typed argument values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: Map<String, Value>,
+}
+
+/// What the streaming callback sees for each generated token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenEvent {
+    pub token_id: u32,
+    /// Text released by this token (may be empty: an incomplete UTF-8 sequence, text that could
+    /// start a stop sequence, a tool call, an end-of-turn token; the last event also carries
+    /// whatever was held back). The concatenation of every event's text is `response`.
+    pub text: String,
+    /// 1 - H / ln V of this token's distribution.
+    pub confidence: f32,
+    /// True for the tokens of a tool call (they are not part of `response`).
+    pub in_tool_call: bool,
+}
+
+/// A completion response. Every field is always present (`error_code` and
+/// `tool_call_errors` only when there is something to say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub success: bool,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// True when the confidence fell below `confidence_threshold` (see [`crate::session`]).
+    pub cloud_handoff: bool,
+    /// The assistant's text, tool calls removed.
+    pub response: String,
+    pub function_calls: Vec<FunctionCall>,
+    /// Tool calls that could not be parsed or name an undeclared tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_call_errors: Vec<String>,
+    /// 1 - mean normalised entropy over the generated tokens (1 when none).
+    pub confidence: f32,
+    pub finish_reason: Option<FinishReason>,
+    pub time_to_first_token_ms: f64,
+    pub total_time_ms: f64,
+    pub prefill_tps: f64,
+    pub decode_tps: f64,
+    pub ram_usage_mb: f64,
+    /// Prompt tokens run through the model by this request (the reused prefix excluded).
+    pub prefill_tokens: usize,
+    /// Generated tokens (the end-of-turn token included).
+    pub decode_tokens: usize,
+    /// prefill_tokens + decode_tokens.
+    pub total_tokens: usize,
+    /// Prompt tokens whose state came from earlier requests of the session.
+    #[serde(default)]
+    pub reused_tokens: usize,
+}
+
+impl Response {
+    /// A failed response carrying `err`.
+    pub fn failure(err: &Error) -> Response {
+        Response {
+            success: false,
+            error: Some(err.to_string()),
+            error_code: Some(err.code().to_string()),
+            cloud_handoff: false,
+            response: String::new(),
+            function_calls: Vec::new(),
+            tool_call_errors: Vec::new(),
+            confidence: 0.0,
+            finish_reason: None,
+            time_to_first_token_ms: 0.0,
+            total_time_ms: 0.0,
+            prefill_tps: 0.0,
+            decode_tps: 0.0,
+            ram_usage_mb: 0.0,
+            prefill_tokens: 0,
+            decode_tokens: 0,
+            total_tokens: 0,
+            reused_tokens: 0,
+        }
+    }
+
+    /// The response as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"success\":false,\"error\":\"response serialization failed: {e}\"}}")
+        })
+    }
+}
+
+/// LFM2's recommended sampling (lfm2-spec.md): temperature 0.3, min_p 0.15, repetition 1.05.
+pub const LFM2_TEMPERATURE: f32 = 0.3;
+pub const LFM2_MIN_P: f32 = 0.15;
+pub const LFM2_REPETITION_PENALTY: f32 = 1.05;
+/// `max_tokens` when neither the request nor generation_config.json says.
+pub const DEFAULT_MAX_TOKENS: usize = 512;
+/// `confidence_threshold` when the request does not say.
+pub const DEFAULT_CONFIDENCE_THRESHOLD: f32 = 0.7;
+
+/// The model's defaults for missing options: generation_config.json's `temperature`, `top_k`,
+/// `top_p`, `min_p`, `repetition_penalty`, `max_new_tokens` where present (`do_sample: false`
+/// means temperature 0), otherwise LFM2's recommended values, top_k 0, top_p 1, max_tokens 512.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationDefaults {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    pub max_tokens: usize,
+}
+
+impl Default for GenerationDefaults {
+    fn default() -> Self {
+        GenerationDefaults {
+            temperature: LFM2_TEMPERATURE,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: LFM2_MIN_P,
+            repetition_penalty: LFM2_REPETITION_PENALTY,
+            max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+}
+
+impl GenerationDefaults {
+    /// Defaults from a generation_config.json value (invalid entries are ignored).
+    pub fn from_generation_config(config: Option<&Value>) -> Self {
+        let mut d = GenerationDefaults::default();
+        let Some(Value::Object(c)) = config else { return d };
+        let f = |k: &str| c.get(k).and_then(Value::as_f64).filter(|x| x.is_finite()).map(|x| x as f32);
+        if let Some(t) = f("temperature").filter(|t| *t >= 0.0) {
+            d.temperature = t;
+        }
+        if let Some(k) = c.get("top_k").and_then(Value::as_u64) {
+            d.top_k = k as usize;
+        }
+        if let Some(p) = f("top_p").filter(|p| *p > 0.0 && *p <= 1.0) {
+            d.top_p = p;
+        }
+        if let Some(p) = f("min_p").filter(|p| (0.0..=1.0).contains(p)) {
+            d.min_p = p;
+        }
+        if let Some(r) = f("repetition_penalty").filter(|r| *r > 0.0) {
+            d.repetition_penalty = r;
+        }
+        if let Some(m) = c.get("max_new_tokens").and_then(Value::as_u64).filter(|m| *m > 0) {
+            d.max_tokens = m as usize;
+        }
+        if c.get("do_sample") == Some(&Value::Bool(false)) {
+            d.temperature = 0.0;
+        }
+        d
+    }
+}
+
+/// Options with every default applied and every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedOptions {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop_sequences: Vec<String>,
+    pub include_stop_sequences: bool,
+    pub confidence_threshold: f32,
+}
+
+impl Options {
+    /// Applies `defaults` and validates every value.
+    pub fn resolve(&self, defaults: &GenerationDefaults) -> Result<ResolvedOptions> {
+        let bad = |what: String| Err(Error::Input(format!("options.{what}")));
+        let temperature = self.temperature.unwrap_or(defaults.temperature);
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return bad(format!("temperature {temperature} must be a finite number >= 0"));
+        }
+        let top_p = self.top_p.unwrap_or(defaults.top_p);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return bad(format!("top_p {top_p} must be in (0, 1]"));
+        }
+        let min_p = self.min_p.unwrap_or(defaults.min_p);
+        if !(0.0..=1.0).contains(&min_p) {
+            return bad(format!("min_p {min_p} must be in [0, 1]"));
+        }
+        let repetition_penalty = self.repetition_penalty.unwrap_or(defaults.repetition_penalty);
+        if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
+            return bad(format!("repetition_penalty {repetition_penalty} must be a finite number > 0"));
+        }
+        let confidence_threshold = self.confidence_threshold.unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD);
+        if !(0.0..=1.0).contains(&confidence_threshold) {
+            return bad(format!("confidence_threshold {confidence_threshold} must be in [0, 1]"));
+        }
+        if let Some(i) = self.stop_sequences.iter().position(String::is_empty) {
+            return bad(format!("stop_sequences[{i}] is empty"));
+        }
+        Ok(ResolvedOptions {
+            sampling: SamplingParams {
+                temperature,
+                top_k: self.top_k.unwrap_or(defaults.top_k),
+                top_p,
+                min_p,
+                repetition_penalty,
+                repetition_window: SamplingParams::DEFAULT_REPETITION_WINDOW,
+                seed: self.seed.unwrap_or(0),
+            },
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            stop_sequences: self.stop_sequences.clone(),
+            include_stop_sequences: self.include_stop_sequences,
+            confidence_threshold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_parses_and_validates() {
+        let r = Request::from_json(
+            r#"{"messages": [{"role": "user", "content": "hi", "name": "bob", "thinking": null}],
+                "tools": [{"name": "f", "parameters": {"type": "object"}},
+                          {"type": "function", "function": {"name": "g"}}],
+                "options": {"temperature": 0, "force_tools": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.validate().unwrap(), vec!["f".to_string(), "g".to_string()]);
+        assert_eq!(r.messages[0].extra.get("name"), Some(&json!("bob")));
+        assert_eq!(r.options.temperature, Some(0.0));
+    }
+
+    #[test]
+    fn bad_requests_are_input_errors() {
+        let cases = [
+            r#"{"messages": []}"#,
+            r#"{"messages": [{"role": "bot", "content": "x"}]}"#,
+            r#"{"messages": [{"role": "user", "content": 3}]}"#,
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": ["f"]}"#,
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"description": "no name"}]}"#,
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f", "parameters": 1}]}"#,
+            r#"{"messages": [{"role": "user", "content": "x", "tool_calls": [{"name": "f"}]}]}"#,
+            r#"{"messages": [{"role": "assistant", "tool_calls": [{"name": "f", "arguments": "[1]"}]}]}"#,
+        ];
+        for c in cases {
+            let err = Request::from_json(c).unwrap().validate().unwrap_err();
+            assert_eq!(err.code(), "input", "{c}: {err}");
+        }
+        assert!(Request::from_json("{").is_err());
+        assert!(Request::from_json(r#"{"messages": [{"role": "user"}], "options": {"temperature": "hot"}}"#).is_err());
+    }
+
+    #[test]
+    fn options_resolve_with_defaults_and_checks() {
+        let d = GenerationDefaults::from_generation_config(Some(&json!({"temperature": 0.1, "top_k": 50, "top_p": 0.1, "max_new_tokens": 9})));
+        let r = Options::default().resolve(&d).unwrap();
+        assert_eq!((r.sampling.temperature, r.sampling.top_k, r.sampling.top_p, r.max_tokens), (0.1, 50, 0.1, 9));
+        assert_eq!(r.sampling.min_p, LFM2_MIN_P);
+        assert_eq!(GenerationDefaults::from_generation_config(Some(&json!({"do_sample": false, "temperature": 0.7}))).temperature, 0.0);
+        assert_eq!(GenerationDefaults::from_generation_config(None), GenerationDefaults::default());
+        for bad in [
+            Options { temperature: Some(-1.0), ..Default::default() },
+            Options { temperature: Some(f32::NAN), ..Default::default() },
+            Options { top_p: Some(0.0), ..Default::default() },
+            Options { min_p: Some(1.5), ..Default::default() },
+            Options { repetition_penalty: Some(0.0), ..Default::default() },
+            Options { confidence_threshold: Some(2.0), ..Default::default() },
+            Options { stop_sequences: vec![String::new()], ..Default::default() },
+        ] {
+            assert!(bad.resolve(&d).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tool_calls_normalize_to_openai_form() {
+        let flat = json!({"name": "f", "arguments": "{\"a\": 1}"});
+        assert_eq!(normalize_tool_call(&flat).unwrap(), json!({"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}));
+        let wrapped = json!({"id": "c1", "type": "function", "function": {"name": "g", "arguments": {"b": [true]}}});
+        assert_eq!(normalize_tool_call(&wrapped).unwrap(), json!({"type": "function", "function": {"name": "g", "arguments": {"b": [true]}}, "id": "c1"}));
+        assert!(normalize_tool_call(&json!({"name": "f", "arguments": 3})).is_err());
+    }
+
+    #[test]
+    fn failure_response_has_every_field() {
+        let r = Response::failure(&Error::Input("bad".into()));
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        for k in [
+            "success", "error", "cloud_handoff", "response", "function_calls", "confidence", "finish_reason",
+            "time_to_first_token_ms", "total_time_ms", "prefill_tps", "decode_tps", "ram_usage_mb",
+            "prefill_tokens", "decode_tokens", "total_tokens",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["success"], json!(false));
+        assert_eq!(v["error_code"], json!("input"));
+    }
+}

@@ -1,0 +1,129 @@
+//! Chat: the model's chat template, the messages it is given, and tool calls in its output.
+//!
+//! - [`template`]: the Jinja template rendered as transformers renders it.
+//! - [`pyfmt`]: Python's `json.dumps` / `str` for the template's `tojson` and output.
+//! - [`tool_calls`]: the parser of LFM2's Pythonic and JSON tool calls.
+//! - [`template_messages`]: request messages as the template sees them.
+//! - [`LFM2_TEMPLATE`]: the template used when a model file has none (LFM2's own, verbatim).
+
+pub mod pyfmt;
+pub mod template;
+pub mod tool_calls;
+
+pub use template::{ChatTemplate, TemplateVars};
+pub use tool_calls::{parse_and_check, parse_tool_calls, ToolCallOutcome};
+
+use serde_json::{Map, Value};
+
+use crate::api::{normalize_tool_call, Message};
+use crate::error::{Error, Result};
+
+/// LFM2's chat template (LFM2-350M/700M/1.2B, tokenizer_config.json), byte for byte; the
+/// fallback for model files that carry none. tests/fixtures/chat/templates/lfm2.jinja is the same
+/// file and says where it comes from.
+pub const LFM2_TEMPLATE: &str = include_str!("lfm2.jinja");
+
+/// `<|tool_call_start|>` / `<|tool_call_end|>`: LFM2's tool-call markers.
+pub const TOOL_CALL_START: &str = "<|tool_call_start|>";
+pub const TOOL_CALL_END: &str = "<|tool_call_end|>";
+
+/// The messages a template is given for `messages`, as transformers would receive them from
+/// an app: null fields dropped; tool calls in the OpenAI form with object arguments; reasoning
+/// aliased as transformers does (`thinking`, `reasoning_content`). When the template never reads
+/// `tool_calls` (LFM2's original template), an assistant turn's calls are written at the start
+/// of its content as LFM2 itself emits them (`<|tool_call_start|>[f(a=1)]<|tool_call_end|>`), so
+/// the history keeps them.
+pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) -> Result<Vec<Value>> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let mut obj = Map::new();
+        obj.insert("role".into(), Value::String(m.role.clone()));
+        if let Some(c) = m.content.as_ref().filter(|c| !c.is_null()) {
+            obj.insert("content".into(), c.clone());
+        }
+        for (k, v) in &m.extra {
+            if !v.is_null() {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(calls) = &m.tool_calls {
+            let calls = calls
+                .iter()
+                .enumerate()
+                .map(|(j, c)| normalize_tool_call(c).map_err(|e| Error::Input(format!("messages[{i}].tool_calls[{j}]: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            if template_reads_tool_calls {
+                obj.insert("tool_calls".into(), Value::Array(calls));
+            } else if !calls.is_empty() {
+                let prefix = tool_calls::render_pythonic_calls(&calls, TOOL_CALL_START, TOOL_CALL_END);
+                let content = match obj.get("content") {
+                    None => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(_) => {
+                        return Err(Error::Input(format!(
+                            "messages[{i}]: with this model's template an assistant turn with tool_calls needs string content"
+                        )))
+                    }
+                };
+                obj.insert("content".into(), Value::String(prefix + &content));
+            }
+        }
+        out.push(alias_reasoning(obj));
+    }
+    Ok(out)
+}
+
+/// transformers' `_alias_reasoning_fields`: `{"thinking": r, **message, "reasoning_content": r}`
+/// where r is the first of reasoning_content / thinking / reasoning that is present.
+fn alias_reasoning(obj: Map<String, Value>) -> Value {
+    let reasoning = ["reasoning_content", "thinking", "reasoning"].iter().find_map(|k| obj.get(*k).cloned());
+    let Some(r) = reasoning else { return Value::Object(obj) };
+    let mut out = Map::new();
+    out.insert("thinking".into(), r.clone());
+    for (k, v) in obj {
+        out.insert(k, v);
+    }
+    out.insert("reasoning_content".into(), r);
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(v: Value) -> Message {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn messages_for_the_template() {
+        let m = vec![
+            msg(json!({"role": "user", "content": "hi", "name": null, "x": 1})),
+            msg(json!({"role": "assistant", "content": null, "tool_calls": [{"name": "f", "arguments": "{\"a\": 1}"}]})),
+            msg(json!({"role": "assistant", "content": "ok", "thinking": "hmm"})),
+        ];
+        let with = template_messages(&m, true).unwrap();
+        assert_eq!(with[0], json!({"role": "user", "content": "hi", "x": 1}));
+        assert_eq!(with[1], json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}));
+        assert_eq!(
+            serde_json::to_string(&with[2]).unwrap(),
+            r#"{"thinking":"hmm","role":"assistant","content":"ok","reasoning_content":"hmm"}"#
+        );
+        let without = template_messages(&m, false).unwrap();
+        assert_eq!(without[1], json!({"role": "assistant", "content": "<|tool_call_start|>[f(a=1)]<|tool_call_end|>"}));
+    }
+
+    #[test]
+    fn builtin_template_renders() {
+        let t = ChatTemplate::new(LFM2_TEMPLATE).unwrap();
+        assert!(!t.reads_tool_calls());
+        let msgs = template_messages(&[Message::system("S"), Message::user("U")], false).unwrap();
+        let vars = TemplateVars { special_tokens: vec![("bos_token".into(), "<|startoftext|>".into())], unix_seconds: None };
+        let out = t.render(&msgs, Some(&[json!({"name": "f"})]), true, &vars).unwrap();
+        assert_eq!(
+            out,
+            "<|startoftext|><|im_start|>system\nS\nList of tools: <|tool_list_start|>[{\"name\": \"f\"}]<|tool_list_end|><|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+}

@@ -1,0 +1,644 @@
+//! Chat completion sessions: the request/response API of [`crate::api`] over a loaded model.
+//!
+//! - [`ChatModel`]: a model with its tokenizer, chat template, generation defaults and stop
+//!   ids, loaded once and shared (`Arc`) by any number of sessions.
+//! - [`Session`]: one conversation's state. [`Session::complete`] renders the request with the
+//!   template, tokenizes it, prefills what the state does not hold yet, samples
+//!   ([`crate::sampling`]), streams each token to a callback and builds the [`Response`].
+//!
+//! **Prefix reuse.** The session remembers the tokens its state has consumed. A request whose
+//! prompt extends them (the usual next turn: the previous prompt, the generated answer, the new
+//! user message) prefills only the new suffix. The conv layers' state cannot be rolled back, so
+//! after each prompt prefill the session also keeps a snapshot (a clone of the state, with the
+//! prompt's last logits); when the new prompt diverges inside the generated part (the template
+//! re-renders the answer differently, a stop sequence cut it), the snapshot is restored if the
+//! new prompt extends the previous prompt, and everything is prefilled again otherwise. A prompt
+//! identical to the previous one reuses the snapshot's logits and prefills nothing. Reuse is exact:
+//! the forward pass gives the same bits for a token whether it comes in a batch or alone.
+//!
+//! **Stopping.** Generation ends on an end-of-sequence id (config.json `eos_token_id`,
+//! generation_config.json `eos_token_id`, and `<|im_end|>` when the tokenizer has it; the id is
+//! not part of the text), on a stop sequence found in the generated text (matched across token
+//! boundaries: text that could be the start of a stop sequence is held back, so the stream never
+//! shows text past a stop; `include_stop_sequences` keeps the matched sequence), after
+//! `max_tokens`, when the context is full, or when cancelled (the callback returns false or the
+//! cancel flag is set, checked between prefill chunks and before each decoding step). Cancelling
+//! is not a failure: the response holds what was streamed, `finish_reason` is `cancelled`.
+//!
+//! **Streaming.** Every generated token produces one [`TokenEvent`] with the text it releases:
+//! special tokens are skipped, incomplete UTF-8 sequences are held until complete, tool calls
+//! (between `<|tool_call_start|>` and `<|tool_call_end|>`) go to the tool-call parser instead of
+//! the text, and the last event carries whatever was still held. `response` is exactly the
+//! concatenation of the events' text.
+//!
+//! **Tool calls** are parsed when `<|tool_call_end|>` arrives (or at the end, if the model never
+//! closed the call) with [`crate::chat::tool_calls`]; calls naming a declared tool go to
+//! `function_calls`, others (and malformed ones) to `tool_call_errors`. `finish_reason` is
+//! `tool_calls` when the model ended its turn after calling tools.
+//!
+//! **Confidence.** For each generated token, h = H / ln V, the entropy of the model's softmax
+//! over the whole vocabulary (raw logits, before repetition penalty, temperature and filters)
+//! divided by its maximum. A token's confidence is 1 - h; the response's `confidence` is
+//! 1 - mean(h) over the generated tokens (1 when none). `cloud_handoff` is true when, after any
+//! token, the mean confidence of the last min(10, n) tokens is below `confidence_threshold`
+//! (default 0.7): the first token alone, then rolling windows of up to 10. Generation goes on
+//! regardless; the app decides what to do with the flag.
+//!
+//! **Metrics.** The engine has no clock (`std::time::Instant` does not exist on
+//! wasm32-unknown-unknown): timings come from the [`Clock`] in the session's [`Hooks`] (all
+//! zero without one), RAM from its `ram_usage_mb` callback (without one: the model file's size
+//! plus the session's state and snapshot, an estimate of what the engine holds). The same clock
+//! gives `strftime_now` in templates its date.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::{FinishReason, FunctionCall, GenerationDefaults, Request, Response, TokenEvent};
+use crate::chat::{self, ChatTemplate, TemplateVars, LFM2_TEMPLATE};
+use crate::error::{Error, Result};
+use crate::model::{LogitsMode, Model, State};
+use crate::sampling::{normalized_entropy, Sampler};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Prompt tokens per forward call during prefill: cancellation is checked between chunks (the
+/// forward pass gives the same bits however a prompt is cut).
+const PREFILL_CHUNK: usize = 256;
+
+/// Time as the host sees it.
+pub trait Clock: Send + Sync {
+    /// Milliseconds from any fixed origin, never decreasing.
+    fn now_ms(&self) -> f64;
+    /// Seconds since 1970-01-01 UTC (for templates that print today's date), if known.
+    fn unix_seconds(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// What the host provides to a session: a clock and a memory probe.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Resident memory of the process in MiB.
+    pub ram_usage_mb: Option<Arc<dyn Fn() -> f64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("clock", &self.clock.is_some()).field("ram_usage_mb", &self.ram_usage_mb.is_some()).finish()
+    }
+}
+
+impl Hooks {
+    fn now_ms(&self) -> f64 {
+        self.clock.as_ref().map_or(0.0, |c| c.now_ms())
+    }
+}
+
+/// A model ready for chat: tokenizer, template, defaults and stop ids, shared by sessions.
+#[derive(Debug)]
+pub struct ChatModel {
+    pub model: Arc<Model>,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub defaults: GenerationDefaults,
+    /// Ids that end generation.
+    pub eos_ids: Vec<u32>,
+    pub tool_call_start: Option<u32>,
+    pub tool_call_end: Option<u32>,
+}
+
+/// The chat template of a model file: the manifest's, else tokenizer_config.json's
+/// `chat_template` (a string, or a list of named templates: `default` or the first), else LFM2's.
+fn template_source(model: &Model) -> Result<String> {
+    if let Some(t) = &model.file.manifest.chat_template {
+        return Ok(t.clone());
+    }
+    if let Some(bytes) = model.file.file("tokenizer_config.json") {
+        let cfg: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Format(format!("tokenizer_config.json is not valid JSON: {e}")))?;
+        match cfg.get("chat_template") {
+            Some(Value::String(s)) => return Ok(s.clone()),
+            Some(Value::Array(list)) => {
+                let named = |n: &str| list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n));
+                if let Some(t) = named("default").or_else(|| list.first()).and_then(|t| t.get("template")).and_then(Value::as_str) {
+                    return Ok(t.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(LFM2_TEMPLATE.to_string())
+}
+
+fn ids_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl ChatModel {
+    /// Reads the tokenizer, template and defaults from the model's file.
+    pub fn new(model: Arc<Model>) -> Result<Arc<ChatModel>> {
+        let tokenizer = Tokenizer::from_cact(&model.file)?;
+        let template = ChatTemplate::new(&template_source(&model)?)?;
+        let gen_config = model.file.manifest.generation_config.as_ref();
+        let defaults = GenerationDefaults::from_generation_config(gen_config);
+        let mut eos_ids = model.config.eos_token_ids.clone();
+        eos_ids.extend(ids_of(gen_config.and_then(|g| g.get("eos_token_id"))));
+        eos_ids.extend(tokenizer.token_id("<|im_end|>"));
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        let tool_call_start = tokenizer.token_id(chat::TOOL_CALL_START);
+        let tool_call_end = tokenizer.token_id(chat::TOOL_CALL_END);
+        Ok(Arc::new(ChatModel { model, tokenizer, template, defaults, eos_ids, tool_call_start, tool_call_end }))
+    }
+
+    /// The prompt text of a request (the template rendered with a generation prompt).
+    pub fn render(&self, request: &Request, unix_seconds: Option<i64>) -> Result<String> {
+        request.validate()?;
+        let messages = chat::template_messages(&request.messages, self.template.reads_tool_calls())?;
+        let vars = TemplateVars { special_tokens: self.tokenizer.special_tokens().to_vec(), unix_seconds };
+        self.template.render(&messages, request.tools.as_deref(), true, &vars)
+    }
+
+    /// The prompt token ids of a request.
+    pub fn prompt_tokens(&self, request: &Request, unix_seconds: Option<i64>) -> Result<Vec<u32>> {
+        let text = self.render(request, unix_seconds)?;
+        self.tokenizer.encode(&text)
+    }
+}
+
+/// The state after a prompt's prefill, kept for reuse.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    tokens: Vec<u32>,
+    state: State,
+    logits: Vec<f32>,
+}
+
+/// What [`Session::prefill`] did.
+#[derive(Debug, Clone)]
+pub struct Prefill {
+    /// The last prompt position's logits `[V]`.
+    pub logits: Vec<f32>,
+    /// Prompt tokens whose state was already there (live or from the snapshot).
+    pub reused: usize,
+    /// Prompt tokens run through the model now.
+    pub processed: usize,
+}
+
+/// One conversation over a shared [`ChatModel`].
+#[derive(Debug)]
+pub struct Session {
+    chat: Arc<ChatModel>,
+    state: State,
+    /// Tokens the state has consumed (`state.pos == tokens.len()`).
+    tokens: Vec<u32>,
+    snapshot: Option<Snapshot>,
+    hooks: Hooks,
+    /// Keep a snapshot after each prompt (on by default; costs one copy of the state).
+    pub keep_snapshots: bool,
+}
+
+/// Holds back text that could start a stop sequence; finds the first complete one.
+#[derive(Debug, Default)]
+struct StopMatcher {
+    stops: Vec<String>,
+    include: bool,
+    pending: String,
+}
+
+impl StopMatcher {
+    /// Adds text; returns the text that can be released and whether a stop sequence matched
+    /// (then nothing after it is ever released).
+    fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stops.is_empty() {
+            return (text.to_string(), false);
+        }
+        self.pending.push_str(text);
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, std::cmp::Reverse(s.len()), s)))
+            .min();
+        if let Some((at, _, stop)) = hit {
+            let mut out = self.pending[..at].to_string();
+            if self.include {
+                out.push_str(stop);
+            }
+            self.pending.clear();
+            return (out, true);
+        }
+        let mut hold = 0;
+        for s in &self.stops {
+            for k in (1..s.len()).rev() {
+                if k > hold && s.is_char_boundary(k) && self.pending.ends_with(&s[..k]) {
+                    hold = k;
+                    break;
+                }
+            }
+        }
+        let cut = self.pending.len() - hold;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+
+    /// Releases what is held (generation ended without a match).
+    fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// What one generated token did to the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Response text released by this token.
+    pub text: String,
+    /// The token belongs to a tool call (markers included).
+    pub in_tool_call: bool,
+    /// `Stop` for an end-of-sequence id, `StopSequence` when a stop sequence matched.
+    pub finish: Option<FinishReason>,
+}
+
+/// Turns generated ids into response text, tool calls and stop decisions: end-of-sequence ids,
+/// tool-call blocks (parsed and checked against the declared tools), streaming detokenization
+/// and stop sequences. [`Session::complete`] feeds it every sampled id.
+#[derive(Debug)]
+pub struct OutputProcessor<'a> {
+    chat: &'a ChatModel,
+    declared: Vec<String>,
+    decoder: StreamDecoder,
+    stopper: StopMatcher,
+    in_tool_call: bool,
+    tool_ids: Vec<u32>,
+    /// Calls naming a declared tool.
+    pub calls: Vec<FunctionCall>,
+    /// Malformed calls and calls of undeclared tools.
+    pub errors: Vec<String>,
+}
+
+impl<'a> OutputProcessor<'a> {
+    pub fn new(chat: &'a ChatModel, declared: Vec<String>, stop_sequences: &[String], include_stop_sequences: bool) -> Self {
+        OutputProcessor {
+            chat,
+            declared,
+            decoder: StreamDecoder::new(),
+            stopper: StopMatcher { stops: stop_sequences.to_vec(), include: include_stop_sequences, pending: String::new() },
+            in_tool_call: false,
+            tool_ids: Vec::new(),
+            calls: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn close_call(&mut self, closed: bool) -> Result<()> {
+        let body = self.chat.tokenizer.decode(&self.tool_ids, false)?;
+        let out = chat::parse_and_check(&body, &self.declared);
+        self.calls.extend(out.calls);
+        if closed {
+            self.errors.extend(out.errors);
+        } else {
+            self.errors.push(format!("tool call never closed with {}: `{body}`", chat::TOOL_CALL_END));
+        }
+        self.in_tool_call = false;
+        self.tool_ids.clear();
+        Ok(())
+    }
+
+    /// Processes one generated id.
+    pub fn push(&mut self, id: u32) -> Result<Step> {
+        let chat = self.chat;
+        if chat.eos_ids.contains(&id) {
+            return Ok(Step { text: String::new(), in_tool_call: false, finish: Some(FinishReason::Stop) });
+        }
+        if self.in_tool_call {
+            if Some(id) == chat.tool_call_end {
+                self.close_call(true)?;
+            } else {
+                self.tool_ids.push(id);
+            }
+            return Ok(Step { text: String::new(), in_tool_call: true, finish: None });
+        }
+        if Some(id) == chat.tool_call_start {
+            self.in_tool_call = true;
+            self.tool_ids.clear();
+            return Ok(Step { text: String::new(), in_tool_call: true, finish: None });
+        }
+        let piece = self.decoder.push(&chat.tokenizer, id)?;
+        let (text, matched) = self.stopper.push(&piece);
+        Ok(Step { text, in_tool_call: false, finish: matched.then_some(FinishReason::StopSequence) })
+    }
+
+    /// Ends the output: releases held text (unless a stop sequence matches in it: then the
+    /// second value is true) and parses a tool call the model left open.
+    pub fn finish(&mut self) -> Result<(String, bool)> {
+        if self.in_tool_call {
+            self.close_call(false)?;
+        }
+        let tail = self.decoder.finish(&self.chat.tokenizer)?;
+        let (mut text, matched) = self.stopper.push(&tail);
+        if !matched {
+            text.push_str(&self.stopper.finish());
+        }
+        Ok((text, matched))
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl Session {
+    pub fn new(chat: Arc<ChatModel>) -> Self {
+        let state = chat.model.new_state();
+        Session { chat, state, tokens: Vec::new(), snapshot: None, hooks: Hooks::default(), keep_snapshots: true }
+    }
+
+    /// Sets the host hooks (clock, memory probe).
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    pub fn set_hooks(&mut self, hooks: Hooks) {
+        self.hooks = hooks;
+    }
+
+    pub fn chat(&self) -> &Arc<ChatModel> {
+        &self.chat
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.chat.model
+    }
+
+    /// The tokens the session's state holds.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets the conversation (state and snapshot).
+    pub fn reset(&mut self) {
+        self.state.reset();
+        self.tokens.clear();
+        self.snapshot = None;
+    }
+
+    /// Bytes held by the state and the snapshot.
+    pub fn state_bytes(&self) -> usize {
+        self.state.bytes() + self.snapshot.as_ref().map_or(0, |s| s.state.bytes() + s.logits.len() * 4)
+    }
+
+    /// Brings the state to the end of `prompt` reusing what it can (see the module docs) and
+    /// returns the last logits. Errors: empty prompt, bad ids, a prompt longer than the context,
+    /// [`Error::Cancelled`] (the state then holds the chunks done so far).
+    pub fn prefill(&mut self, prompt: &[u32], cancel: &AtomicBool) -> Result<Prefill> {
+        let model = Arc::clone(&self.chat.model);
+        model.check_tokens(prompt)?;
+        let max = model.config.max_position_embeddings;
+        if prompt.len() > max {
+            return Err(Error::ContextFull(format!("the prompt has {} tokens, the context holds {max}", prompt.len())));
+        }
+        if let Some(s) = self.snapshot.as_ref().filter(|s| s.tokens == prompt) {
+            self.state = s.state.clone();
+            self.tokens = s.tokens.clone();
+            return Ok(Prefill { logits: s.logits.clone(), reused: prompt.len(), processed: 0 });
+        }
+        let live = common_prefix(&self.tokens, prompt);
+        if !(live == self.tokens.len() && live < prompt.len()) {
+            match self.snapshot.as_ref().filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens)) {
+                Some(s) => {
+                    self.state = s.state.clone();
+                    self.tokens = s.tokens.clone();
+                }
+                None => {
+                    self.state.reset();
+                    self.tokens.clear();
+                }
+            }
+        }
+        let reused = self.tokens.len();
+        let suffix = &prompt[reused..];
+        let mut logits = Vec::new();
+        let chunks: Vec<&[u32]> = suffix.chunks(PREFILL_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let mode = if i + 1 == chunks.len() { LogitsMode::Last } else { LogitsMode::None };
+            match model.forward(&mut self.state, chunk, mode) {
+                Ok(l) => logits = l,
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            }
+            self.tokens.extend_from_slice(chunk);
+        }
+        if self.keep_snapshots {
+            self.snapshot = Some(Snapshot { tokens: prompt.to_vec(), state: self.state.clone(), logits: logits.clone() });
+        }
+        Ok(Prefill { logits, reused, processed: suffix.len() })
+    }
+
+    /// Parses request JSON and runs [`Session::complete`].
+    pub fn complete_json(&mut self, request_json: &str, on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Response {
+        match Request::from_json(request_json) {
+            Ok(r) => self.complete(&r, on_token, cancel),
+            Err(e) => Response::failure(&e),
+        }
+    }
+
+    /// Runs one request: every failure becomes a response with `success: false`.
+    pub fn complete(&mut self, request: &Request, on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Response {
+        match self.try_complete(request, on_token, cancel) {
+            Ok(r) => r,
+            Err(e) => Response::failure(&e),
+        }
+    }
+
+    fn ram_mb(&self) -> f64 {
+        match &self.hooks.ram_usage_mb {
+            Some(f) => f(),
+            None => (self.chat.model.file.len() + self.state_bytes()) as f64 / (1024.0 * 1024.0),
+        }
+    }
+
+    fn try_complete(&mut self, request: &Request, mut on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Result<Response> {
+        let t0 = self.hooks.now_ms();
+        let chat = Arc::clone(&self.chat);
+        let declared = request.validate()?;
+        let opts = request.options.resolve(&chat.defaults)?;
+        let unix = self.hooks.clock.as_ref().and_then(|c| c.unix_seconds());
+        let prompt = chat.prompt_tokens(request, unix)?;
+
+        let mut response = Response::failure(&Error::Input(String::new()));
+        response.success = true;
+        response.error = None;
+        response.error_code = None;
+        response.confidence = 1.0;
+
+        let prefill = match self.prefill(&prompt, cancel) {
+            Ok(p) => p,
+            Err(Error::Cancelled) => {
+                response.finish_reason = Some(FinishReason::Cancelled);
+                response.total_time_ms = self.hooks.now_ms() - t0;
+                response.ram_usage_mb = self.ram_mb();
+                return Ok(response);
+            }
+            Err(e) => return Err(e),
+        };
+        let t_prefill = self.hooks.now_ms();
+        response.prefill_tokens = prefill.processed;
+        response.reused_tokens = prefill.reused;
+
+        let model = Arc::clone(&chat.model);
+        let kernels = model.kernels;
+        let max_pos = model.config.max_position_embeddings;
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut output = OutputProcessor::new(&chat, declared, &opts.stop_sequences, opts.include_stop_sequences);
+        let mut history: Vec<u32> = prompt.clone();
+        let mut logits = prefill.logits;
+        let mut scratch = Vec::new();
+        let mut entropies: Vec<f32> = Vec::new();
+        let mut t_first = None;
+        let mut generated = 0usize;
+
+        let finish = if opts.max_tokens == 0 {
+            FinishReason::Length
+        } else if cancel.load(Ordering::Relaxed) {
+            FinishReason::Cancelled
+        } else {
+            loop {
+                let h = normalized_entropy(&kernels, &logits, &mut scratch);
+                let id = sampler.sample(&kernels, &mut logits, &history);
+                generated += 1;
+                history.push(id);
+                entropies.push(h);
+                if t_first.is_none() {
+                    t_first = Some(self.hooks.now_ms());
+                }
+                let window = &entropies[entropies.len().saturating_sub(10)..];
+                let window_conf = 1.0 - window.iter().sum::<f32>() / window.len() as f32;
+                if window_conf < opts.confidence_threshold {
+                    response.cloud_handoff = true;
+                }
+
+                let step = output.push(id)?;
+                let mut text = step.text;
+                let mut finish = step.finish;
+                if finish.is_none() && generated >= opts.max_tokens {
+                    finish = Some(FinishReason::Length);
+                }
+                if finish.is_none() && cancel.load(Ordering::Relaxed) {
+                    finish = Some(FinishReason::Cancelled);
+                }
+                if finish.is_none() && self.state.pos >= max_pos {
+                    finish = Some(FinishReason::ContextFull);
+                }
+                if finish.is_some() && finish != Some(FinishReason::StopSequence) {
+                    let (tail, matched) = output.finish()?;
+                    text.push_str(&tail);
+                    if matched {
+                        finish = Some(FinishReason::StopSequence);
+                    }
+                }
+                response.response.push_str(&text);
+                let event = TokenEvent { token_id: id, text, confidence: 1.0 - h, in_tool_call: step.in_tool_call };
+                let keep_going = on_token(&event);
+                if finish.is_none() && !keep_going {
+                    finish = Some(FinishReason::Cancelled);
+                }
+                if let Some(f) = finish {
+                    break f;
+                }
+                match model.forward(&mut self.state, &[id], LogitsMode::Last) {
+                    Ok(l) => logits = l,
+                    Err(e) => {
+                        self.reset();
+                        return Err(e);
+                    }
+                }
+                self.tokens.push(id);
+            }
+        };
+
+        let t_end = self.hooks.now_ms();
+        response.function_calls = std::mem::take(&mut output.calls);
+        response.tool_call_errors = std::mem::take(&mut output.errors);
+        response.finish_reason = Some(if finish == FinishReason::Stop && !response.function_calls.is_empty() {
+            FinishReason::ToolCalls
+        } else {
+            finish
+        });
+        response.decode_tokens = generated;
+        response.total_tokens = response.prefill_tokens + generated;
+        if !entropies.is_empty() {
+            response.confidence = 1.0 - entropies.iter().sum::<f32>() / entropies.len() as f32;
+        }
+        response.total_time_ms = t_end - t0;
+        response.time_to_first_token_ms = t_first.map_or(0.0, |t| t - t0);
+        let prefill_s = (t_prefill - t0) / 1000.0;
+        if prefill_s > 0.0 {
+            response.prefill_tps = prefill.processed as f64 / prefill_s;
+        }
+        if let Some(tf) = t_first {
+            let decode_s = (t_end - tf) / 1000.0;
+            if generated > 1 && decode_s > 0.0 {
+                response.decode_tps = (generated - 1) as f64 / decode_s;
+            }
+        }
+        response.ram_usage_mb = self.ram_mb();
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], include: bool, pieces: &[&str]) -> (Vec<String>, bool, String) {
+        let mut m = StopMatcher { stops: stops.iter().map(|s| s.to_string()).collect(), include, pending: String::new() };
+        let mut out = Vec::new();
+        for p in pieces {
+            let (r, hit) = m.push(p);
+            out.push(r);
+            if hit {
+                return (out, true, String::new());
+            }
+        }
+        let rest = m.finish();
+        (out, false, rest)
+    }
+
+    #[test]
+    fn stop_sequences_match_across_pieces() {
+        let (out, hit, _) = run(&["END"], false, &["abc E", "N", "Dxyz"]);
+        assert!(hit);
+        assert_eq!(out, vec!["abc ", "", ""]);
+        assert_eq!(out.concat(), "abc ");
+        let (out, hit, _) = run(&["END"], true, &["abc E", "ND"]);
+        assert!(hit);
+        assert_eq!(out.concat(), "abc END");
+        // A false start is released once it cannot be a stop any more.
+        let (out, hit, rest) = run(&["END"], false, &["abc EN", "x"]);
+        assert!(!hit);
+        assert_eq!((out.concat(), rest), ("abc ENx".to_string(), String::new()));
+        // Held text comes back at the end.
+        let (out, hit, rest) = run(&["END", "STOP"], false, &["x ST"]);
+        assert!(!hit);
+        assert_eq!((out.concat(), rest), ("x ".to_string(), "ST".to_string()));
+        // The earliest match wins, then the longest.
+        let (out, _, _) = run(&["bc", "abcd", "ab"], false, &["xxabcd"]);
+        assert_eq!(out.concat(), "xx");
+        // Multi-byte stop sequences are held on character boundaries.
+        let (out, hit, _) = run(&["日本"], false, &["a日", "本b"]);
+        assert!(hit);
+        assert_eq!(out, vec!["a", ""]);
+    }
+}

@@ -1,0 +1,301 @@
+//! `saguaro complete`, `saguaro chat` and `saguaro run`: the chat API from the command line.
+//!
+//! - `complete` reads a request (the JSON of saguaro_engine::api) from a file or stdin and
+//!   prints the response JSON on one line. A failed request (bad JSON, unknown role, a prompt
+//!   over the context, a model that cannot be loaded, ...) prints `{"success": false, "error":
+//!   ...}` on stdout all the same, `error: ...` on stderr, and exits with status 1.
+//!   `--stream` first prints one JSON line per generated token (`token_id`, `text`, ...).
+//! - `chat` is an interactive conversation: each line is a user turn, the answer streams to
+//!   stdout; `/reset` starts over, `/exit` (or end of input) quits.
+//! - `run` answers one prompt (`--prompt`, default a short question) with the model given, or
+//!   the bundled chat fixture model (a tiny random model: the text is noise, the pipeline is
+//!   real), streaming the answer to stdout and a one-line summary to stderr.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use saguaro_engine::session::{ChatModel, Clock, Hooks, Session};
+use saguaro_engine::{Error, Message, Request, Response, Result};
+
+use super::write_stdout;
+
+/// The model `saguaro run` uses when none is given: the chat fixture of this source tree.
+pub const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/chat/model");
+
+/// Model and threads, shared by the chat commands.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Prefill threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Decode threads (decode is memory-bound: 1 is usually fastest).
+    #[arg(long, default_value_t = 1)]
+    pub decode_threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// Model: a .cact file or a Hugging Face folder with tokenizer.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// Request JSON file, or `-` for stdin.
+    #[arg(long, default_value = "-")]
+    request: String,
+    /// Print each generated token as a JSON line before the response.
+    #[arg(long)]
+    stream: bool,
+    #[command(flatten)]
+    threads: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Model: a .cact file or a Hugging Face folder with tokenizer.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// System prompt of the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature (default: the model's).
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Most tokens per answer (default: the model's).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    threads: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model: a .cact file or a Hugging Face folder (default: the bundled chat fixture model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The user message.
+    #[arg(long, default_value = "What is the weather in Paris?")]
+    prompt: String,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature (default: the model's; 0 is greedy).
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Seed of the sampler.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the response JSON instead of the text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    threads: ModelArgs,
+}
+
+/// The host's clock: `Instant` for timings, the system clock for templates' dates.
+struct HostClock(Instant);
+
+impl Clock for HostClock {
+    fn now_ms(&self) -> f64 {
+        self.0.elapsed().as_secs_f64() * 1000.0
+    }
+    fn unix_seconds(&self) -> Option<i64> {
+        SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())
+    }
+}
+
+/// Resident memory of this process in MiB (Linux: VmRSS of /proc/self/status).
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Clock and memory probe of a native host.
+pub fn host_hooks() -> Hooks {
+    Hooks {
+        clock: Some(Arc::new(HostClock(Instant::now()))),
+        ram_usage_mb: if rss_mb().is_some() { Some(Arc::new(|| rss_mb().unwrap_or(0.0))) } else { None },
+    }
+}
+
+fn load(path: &Path, threads: &ModelArgs) -> Result<Arc<ChatModel>> {
+    let mut model = saguaro_host::load_model(path)?;
+    model.set_threads(saguaro_host::threads::make_threads(threads.threads, threads.decode_threads)?);
+    ChatModel::new(Arc::new(model))
+}
+
+fn print_line(text: &str) -> Result<()> {
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn read_request(source: &str) -> Result<String> {
+    if source == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| Error::Io(format!("stdin: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(source).map_err(|e| Error::Io(format!("{source}: {e}")))
+    }
+}
+
+/// A failed response's error as the engine error it came from (for stderr and the exit status).
+fn failure_error(r: &Response) -> Error {
+    let msg = r.error.clone().unwrap_or_else(|| "request failed".into());
+    let strip = |prefix: &str| msg.strip_prefix(prefix).unwrap_or(&msg).to_string();
+    match r.error_code.as_deref() {
+        Some("config") => Error::Config(strip("invalid model config: ")),
+        Some("weights") => Error::Weights(strip("invalid weights: ")),
+        Some("format") => Error::Format(strip("invalid model file: ")),
+        Some("context_full") => Error::ContextFull(strip("context full: ")),
+        Some("io") => Error::Io(strip("i/o error: ")),
+        Some("cancelled") => Error::Cancelled,
+        _ => Error::Input(strip("invalid input: ")),
+    }
+}
+
+pub fn complete(args: CompleteArgs) -> Result<()> {
+    let response = (|| -> Result<Response> {
+        let text = read_request(&args.request)?;
+        let chat = load(&args.model, &args.threads)?;
+        let mut session = Session::new(chat).with_hooks(host_hooks());
+        let cancel = AtomicBool::new(false);
+        let mut write_error = None;
+        let r = session.complete_json(
+            &text,
+            |event| {
+                if args.stream {
+                    let line = serde_json::to_string(event).unwrap_or_default();
+                    if let Err(e) = print_line(&line) {
+                        write_error = Some(e);
+                        return false;
+                    }
+                }
+                true
+            },
+            &cancel,
+        );
+        match write_error {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
+    })()
+    .unwrap_or_else(|e| Response::failure(&e));
+    print_line(&response.to_json())?;
+    if response.success {
+        Ok(())
+    } else {
+        // The JSON above is the answer; the error line and status 1 are for scripts.
+        Err(failure_error(&response))
+    }
+}
+
+/// Streams one answer to stdout; returns the response.
+fn answer(session: &mut Session, request: &Request) -> Result<Response> {
+    let cancel = AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    let r = session.complete(
+        request,
+        |event| {
+            let _ = out.write_all(event.text.as_bytes());
+            let _ = out.flush();
+            true
+        },
+        &cancel,
+    );
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    if r.success {
+        Ok(r)
+    } else {
+        Err(failure_error(&r))
+    }
+}
+
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let chat = load(&args.model, &args.threads)?;
+    let mut session = Session::new(chat).with_hooks(host_hooks());
+    let fresh = || -> Vec<Message> { args.system.iter().map(|s| Message::system(s.clone())).collect() };
+    let mut messages = fresh();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        write_stdout(b"> ")?;
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| Error::Io(format!("stdin: {e}")))?;
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages = fresh();
+                session.reset();
+                print_line("(conversation reset)")?;
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::user(text));
+        let mut request = Request { messages: messages.clone(), ..Default::default() };
+        request.options.temperature = args.temperature;
+        request.options.max_tokens = args.max_tokens;
+        request.options.seed = args.seed;
+        match answer(&mut session, &request) {
+            Ok(r) => {
+                let mut reply = Message::assistant(r.response.clone());
+                if !r.function_calls.is_empty() {
+                    let calls = r.function_calls.iter().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})).collect();
+                    reply.tool_calls = Some(calls);
+                    print_line(&format!("(tool calls: {})", serde_json::to_string(&r.function_calls).unwrap_or_default()))?;
+                }
+                messages.push(reply);
+            }
+            Err(e) => {
+                // The conversation goes on: the failed turn is dropped.
+                messages.pop();
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let path = args.model.clone().unwrap_or_else(|| {
+        let bundled = PathBuf::from(BUNDLED_MODEL);
+        std::fs::canonicalize(&bundled).unwrap_or(bundled)
+    });
+    let chat = load(&path, &args.threads)?;
+    let mut session = Session::new(chat).with_hooks(host_hooks());
+    let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.clone())).collect();
+    messages.push(Message::user(args.prompt.clone()));
+    let mut request = Request { messages, ..Default::default() };
+    request.options.temperature = args.temperature;
+    request.options.max_tokens = Some(args.max_tokens);
+    request.options.seed = args.seed;
+    if args.json {
+        let r = session.complete(&request, |_| true, &AtomicBool::new(false));
+        print_line(&r.to_json())?;
+        return if r.success { Ok(()) } else { Err(failure_error(&r)) };
+    }
+    let r = answer(&mut session, &request)?;
+    eprintln!(
+        "[{}: {} prompt + {} generated tokens, {:.1} ms to first token, {:.1} tok/s decode, finish {}]",
+        path.display(),
+        r.prefill_tokens,
+        r.decode_tokens,
+        r.time_to_first_token_ms,
+        r.decode_tps,
+        r.finish_reason.map(|f| serde_json::to_string(&f).unwrap_or_default()).unwrap_or_default().trim_matches('"')
+    );
+    Ok(())
+}
