@@ -7,6 +7,8 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+#[cfg(test)]
+mod test_support;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

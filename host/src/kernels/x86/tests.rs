@@ -9,53 +9,7 @@ fn available_tiers() -> Vec<Kernels> {
     super::tiers().into_iter().filter(|t| (t.available)()).map(|t| (t.kernels)()).collect()
 }
 
-/// Small deterministic generator (xorshift64*), so a proptest seed fixes all data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A finite f32 spread over many magnitudes, signs and some exact zeros.
-    fn f32(&mut self) -> f32 {
-        match self.below(16) {
-            0 => 0.0,
-            1 => -0.0,
-            2 => (self.below(2001) as f32 - 1000.0) * 1e-6,
-            _ => {
-                let m = (self.below(1 << 24) as f32) / (1 << 24) as f32 * 2.0 - 1.0;
-                let e = self.below(13) as i32 - 6;
-                m * 2f32.powi(e)
-            }
-        }
-    }
-    fn f32s(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    /// Finite f16 bits (any exponent but the inf/NaN one, subnormals and zeros included).
-    fn f16_bits(&mut self) -> u16 {
-        loop {
-            let b = self.next() as u16;
-            if b & 0x7C00 != 0x7C00 {
-                return b;
-            }
-        }
-    }
-    /// bf16 bits of moderate magnitude (|v| < 2^16, so no product or sum overflows).
-    fn bf16_bits(&mut self) -> u16 {
-        let v = self.f32() * 1000.0;
-        (v.to_bits() >> 16) as u16
-    }
-}
+use super::super::test_support::Rng;
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
