@@ -49,7 +49,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     let vocab = model.config.vocab_size as u32;
     // Deterministic "random" prompt ids, avoiding the special ids below 16.
-    let prompt: Vec<u32> = (0..args.prefill as u32).map(|i| 16 + (i.wrapping_mul(2_654_435_761) >> 8) % (vocab - 16)).collect();
+    let (first, span) = if vocab > 32 { (16, vocab - 16) } else { (0, vocab) };
+    let prompt: Vec<u32> = (0..args.prefill as u32).map(|i| first + (i.wrapping_mul(2_654_435_761) >> 8) % span).collect();
     let mut state = model.new_state();
     let start = Instant::now();
     let logits = model.forward(&mut state, &prompt, LogitsMode::Last)?;
