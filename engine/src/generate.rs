@@ -38,7 +38,7 @@ pub fn generate(
         return Err(Error::Input(format!("temperature {} must be a finite number >= 0", opts.temperature)));
     }
     let mut rng = SplitMix64::new(opts.seed);
-    let mut out = Vec::with_capacity(opts.max_tokens);
+    let mut out = Vec::with_capacity(opts.max_tokens.min(4096));
     if opts.max_tokens == 0 {
         model.forward(state, prompt, LogitsMode::None)?;
         return Ok(out);
