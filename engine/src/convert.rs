@@ -108,9 +108,27 @@ pub fn required_tensors(config: &Lfm2Config) -> Vec<TensorSpec> {
             }
         }
         add(format!("{p}.ffn_norm.weight"), vec![d], Role::Exact);
-        add(format!("{p}.feed_forward.w1.weight"), vec![f, d], Role::Matrix);
-        add(format!("{p}.feed_forward.w3.weight"), vec![f, d], Role::Matrix);
-        add(format!("{p}.feed_forward.w2.weight"), vec![d, f], Role::Matrix);
+        match config.moe.as_ref().filter(|_| config.is_moe_layer(i)) {
+            None => {
+                add(format!("{p}.feed_forward.w1.weight"), vec![f, d], Role::Matrix);
+                add(format!("{p}.feed_forward.w3.weight"), vec![f, d], Role::Matrix);
+                add(format!("{p}.feed_forward.w2.weight"), vec![d, f], Role::Matrix);
+            }
+            Some(moe) => {
+                // Router f32; each expert's three matrices next to each other in the file.
+                let (e, w) = (moe.num_experts, moe.moe_intermediate_size);
+                add(format!("{p}.feed_forward.gate.weight"), vec![e, d], Role::Exact);
+                if moe.use_expert_bias {
+                    add(format!("{p}.feed_forward.expert_bias"), vec![e], Role::Exact);
+                }
+                for x in 0..e {
+                    let q = format!("{p}.feed_forward.experts.{x}");
+                    add(format!("{q}.w1.weight"), vec![w, d], Role::Matrix);
+                    add(format!("{q}.w3.weight"), vec![w, d], Role::Matrix);
+                    add(format!("{q}.w2.weight"), vec![d, w], Role::Matrix);
+                }
+            }
+        }
     }
     add("model.embedding_norm.weight".into(), vec![d], Role::Exact);
     if !config.tie_embeddings {
@@ -144,9 +162,6 @@ pub fn convert<W: Write>(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<W> {
     let config = Lfm2Config::from_json(config_json)?;
-    if config.moe.is_some() {
-        return Err(Error::Config("converting lfm2_moe (mixture-of-experts) models is not supported yet".into()));
-    }
     let specs = required_tensors(&config);
     let plan: Vec<TensorPlan> = specs
         .iter()

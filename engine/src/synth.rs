@@ -146,4 +146,66 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a[0].to_bits(), b[0].to_bits());
     }
+
+    #[test]
+    fn moe_shapes_have_the_published_sizes() {
+        let count = |shape: &str| -> (usize, usize) {
+            let c = crate::Lfm2Config::from_json(&shape_config(shape).unwrap()).unwrap();
+            let specs = crate::convert::required_tensors(&c);
+            let total = specs.iter().map(|s| s.shape.iter().product::<usize>()).sum();
+            let moe = c.moe.as_ref().unwrap();
+            // active per token: everything but the unchosen experts
+            let per_expert = 3 * moe.moe_intermediate_size * c.hidden_size;
+            let moe_layers = c.num_layers - moe.num_dense_layers;
+            (total, total - moe_layers * (moe.num_experts - moe.num_experts_per_tok) * per_expert)
+        };
+        let (total, active) = count("lfm2-8b-a1b");
+        assert!((8_200_000_000..8_500_000_000).contains(&total), "8B-A1B total {total}");
+        assert!((1_300_000_000..1_700_000_000).contains(&active), "8B-A1B active {active}");
+        let (total, active) = count("lfm2-24b-a2b");
+        assert!((23_000_000_000..25_000_000_000).contains(&total), "24B-A2B total {total}");
+        assert!((2_000_000_000..2_600_000_000).contains(&active), "24B-A2B active {active}");
+    }
+
+    #[test]
+    fn small_moe_synth_converts_to_int4_and_runs() {
+        use crate::convert::{convert, Extras, Quant};
+        use crate::format::{CactFile, TensorDType};
+        use crate::storage::AlignedBytes;
+        use crate::{LogitsMode, Model};
+        // lfm2-8b-a1b with small widths (the real one is ~4.7 GB in int4).
+        let mut v = shape_config("lfm2-8b-a1b").unwrap();
+        v["vocab_size"] = json!(256);
+        v["hidden_size"] = json!(64);
+        v["num_hidden_layers"] = json!(4);
+        v["layer_types"] = json!(["conv", "conv", "full_attention", "conv"]);
+        v["num_attention_heads"] = json!(4);
+        v["num_key_value_heads"] = json!(2);
+        v["intermediate_size"] = json!(96);
+        v["moe_intermediate_size"] = json!(32);
+        v["num_experts"] = json!(8);
+        let c = crate::Lfm2Config::from_json(&v).unwrap();
+        assert!(c.is_moe_layer(2) && !c.is_moe_layer(1));
+        let src = SynthSource::new(&c, 3);
+        for quant in [Quant::Int4, Quant::Int8] {
+            let bytes = convert(&v, &src, quant, &Extras::default(), Vec::new(), &mut |_, _, _| {}).unwrap();
+            let file = CactFile::parse(AlignedBytes::copy_from(&bytes).into_blob()).unwrap();
+            assert_eq!(file.entry("model.layers.2.feed_forward.gate.weight").unwrap().dtype, TensorDType::F32);
+            assert_eq!(file.entry("model.layers.2.feed_forward.expert_bias").unwrap().dtype, TensorDType::F32);
+            let want = if quant == Quant::Int4 { TensorDType::Q4 } else { TensorDType::Q8 };
+            assert_eq!(file.entry("model.layers.3.feed_forward.experts.7.w2.weight").unwrap().dtype, want);
+            assert!(file.entry("model.layers.3.feed_forward.w1.weight").is_none());
+            let model = Model::from_cact(&file).unwrap();
+            let tokens = [1u32, 17, 200, 5, 99, 42, 7, 130];
+            let mut state = model.new_state();
+            let batched = model.forward(&mut state, &tokens, LogitsMode::All).unwrap();
+            assert!(batched.iter().all(|x| x.is_finite()));
+            let mut state = model.new_state();
+            let mut stepwise = Vec::new();
+            for &t in &tokens {
+                stepwise.extend(model.forward(&mut state, &[t], LogitsMode::All).unwrap());
+            }
+            assert!(batched.iter().zip(&stepwise).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 }

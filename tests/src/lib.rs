@@ -12,6 +12,10 @@ pub const LOGIT_TOLERANCE: f32 = 1e-4;
 pub const FIXTURES: &[&str] =
     &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy", "realistic-hybrid"];
 
+/// The LFM2-MoE fixture folders (Lfm2MoeForCausalLM). Their reference.json has an empty
+/// `quant` (no fake-quant ideals), so they are tested by tests/moe.rs, not with [`FIXTURES`].
+pub const MOE_FIXTURES: &[&str] = &["moe-e4k2", "moe-e6k3"];
+
 /// The folder holding the fixtures.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")

@@ -9,7 +9,7 @@
 //! (each output row is its own dot product in the canonical order), so batched prefill and
 //! incremental decode give bit-identical logits.
 
-use super::{AttentionBlock, ConvBlock, FeedForward, KvCache, LayerState, Mixer, Model, State};
+use super::{AttentionBlock, ConvBlock, FeedForward, Ffn, KvCache, LayerState, Mixer, MoeBlock, Model, State};
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 use crate::math::{rms_norm, rms_norm_rows_inplace, Rope};
@@ -100,7 +100,10 @@ impl Model {
 
             normed.copy_from_slice(&h);
             rms_norm_rows_inplace(k, &mut normed, &layer.ffn_norm, cfg.norm_eps);
-            ffn_forward(k, par, &layer.ffn, &normed, t, &mut delta);
+            match &layer.ffn {
+                Ffn::Dense(ffn) => ffn_forward(k, par, ffn, &normed, t, &mut delta),
+                Ffn::Moe(moe) => moe_forward(k, par, moe, &normed, t, &mut delta),
+            }
             add_inplace(&mut h, &delta);
         }
         state.pos += t;
@@ -270,4 +273,136 @@ fn ffn_forward(k: &Kernels, par: &dyn Parallel, ffn: &FeedForward, u: &[f32], t:
     ffn.w3.forward(k, par, u, &mut up);
     (k.silu_mul)(&mut gate, &up);
     ffn.w2.forward(k, par, &gate, out);
+}
+
+/// Chooses one token's experts from its router logits `logits` [E]: `experts[j]` and
+/// `weights[j]` (j < k) in selection-rank order, highest `sigmoid(logit) + bias` first.
+/// Equal selection scores go to the lower expert index. The weights are the sigmoid scores
+/// (without the bias), normalised by `sum + 1e-6` (summed in rank order) when
+/// `norm_topk_prob`, then times `routed_scaling_factor`.
+pub(crate) fn route(moe: &MoeBlock, logits: &[f32], experts: &mut [usize], weights: &mut [f32]) {
+    route_with(moe.expert_bias.as_deref(), moe.norm_topk_prob, moe.routed_scaling_factor, logits, experts, weights)
+}
+
+fn route_with(
+    bias: Option<&[f32]>,
+    norm_topk_prob: bool,
+    routed_scaling_factor: f32,
+    logits: &[f32],
+    experts: &mut [usize],
+    weights: &mut [f32],
+) {
+    let scores: Vec<f32> = logits.iter().map(|&x| crate::math::sigmoid(x)).collect();
+    let select: Vec<f32> = match bias {
+        Some(bias) => scores.iter().zip(bias).map(|(&s, &b)| s + b).collect(),
+        None => scores.clone(),
+    };
+    let mut taken = vec![false; scores.len()];
+    for j in 0..experts.len() {
+        let mut best: Option<usize> = None;
+        for (e, &v) in select.iter().enumerate() {
+            // strictly greater: a tie keeps the lower index found first
+            if !taken[e] && best.is_none_or(|b| v > select[b]) {
+                best = Some(e);
+            }
+        }
+        let e = best.expect("k <= number of experts");
+        taken[e] = true;
+        experts[j] = e;
+        weights[j] = scores[e];
+    }
+    if norm_topk_prob {
+        let sum = weights.iter().fold(0.0f32, |a, &w| a + w) + 1e-6;
+        for w in weights.iter_mut() {
+            *w /= sum;
+        }
+    }
+    for w in weights.iter_mut() {
+        *w *= routed_scaling_factor;
+    }
+}
+
+/// Mixture-of-experts FFN over T tokens. Tokens are grouped by expert: each chosen expert
+/// runs one SwiGLU over the rows routed to it (in token order), so a decode step reads only
+/// its k experts. Each token's output is then `sum_j w_j * y_j` accumulated from zero in
+/// selection-rank order j = 0..k, the same operations whatever T is: a batched prefill
+/// gives the same bits as running the tokens one by one.
+fn moe_forward(k: &Kernels, par: &dyn Parallel, moe: &MoeBlock, u: &[f32], t: usize, out: &mut [f32]) {
+    let d = moe.gate.cols;
+    let (n_exp, top_k) = (moe.experts.len(), moe.top_k);
+    let mut logits = vec![0.0f32; t * n_exp]; // [T, E]
+    moe.gate.forward(k, par, u, &mut logits);
+    let mut chosen = vec![0usize; t * top_k]; // [T, k] expert of each (token, rank)
+    let mut weights = vec![0.0f32; t * top_k]; // [T, k]
+    for ((l, c), w) in logits.chunks_exact(n_exp).zip(chosen.chunks_exact_mut(top_k)).zip(weights.chunks_exact_mut(top_k)) {
+        route(moe, l, c, w);
+    }
+
+    let mut ys = vec![0.0f32; t * top_k * d]; // [T, k, D] expert output of each (token, rank)
+    let mut slots = Vec::with_capacity(t); // (token, rank) slots routed to one expert
+    let mut xs = Vec::with_capacity(t * d);
+    let mut y = Vec::with_capacity(t * d);
+    for (e, expert) in moe.experts.iter().enumerate() {
+        slots.clear();
+        slots.extend((0..t * top_k).filter(|&s| chosen[s] == e));
+        if slots.is_empty() {
+            continue;
+        }
+        xs.clear();
+        for &s in &slots {
+            let ti = s / top_k;
+            xs.extend_from_slice(&u[ti * d..(ti + 1) * d]);
+        }
+        y.clear();
+        y.resize(slots.len() * d, 0.0);
+        ffn_forward(k, par, expert, &xs, slots.len(), &mut y);
+        for (&s, row) in slots.iter().zip(y.chunks_exact(d)) {
+            ys[s * d..(s + 1) * d].copy_from_slice(row);
+        }
+    }
+
+    for ((o, w), y) in out.chunks_exact_mut(d).zip(weights.chunks_exact(top_k)).zip(ys.chunks_exact(top_k * d)) {
+        o.fill(0.0);
+        for (&wj, yj) in w.iter().zip(y.chunks_exact(d)) {
+            for (oc, &yc) in o.iter_mut().zip(yj) {
+                *oc += wj * yc;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_with;
+    use crate::math::sigmoid;
+
+    #[test]
+    fn router_selects_with_bias_weights_without_it() {
+        let logits = [0.5f32, -1.0, 2.0, 0.0];
+        let (mut e, mut w) = ([0usize; 2], [0.0f32; 2]);
+        // no bias: the two highest sigmoid scores, highest first
+        route_with(None, false, 1.0, &logits, &mut e, &mut w);
+        assert_eq!(e, [2, 0]);
+        assert_eq!(w, [sigmoid(2.0), sigmoid(0.5)]);
+        // the bias changes the choice, not the weights
+        let bias = [0.0f32, 0.9, 0.0, 0.0];
+        route_with(Some(&bias), false, 1.0, &logits, &mut e, &mut w);
+        assert_eq!(e, [1, 2]);
+        assert_eq!(w, [sigmoid(-1.0), sigmoid(2.0)]);
+        // normalised by sum + 1e-6, then scaled
+        route_with(Some(&bias), true, 2.5, &logits, &mut e, &mut w);
+        let sum = sigmoid(-1.0) + sigmoid(2.0) + 1e-6;
+        assert_eq!(w, [sigmoid(-1.0) / sum * 2.5, sigmoid(2.0) / sum * 2.5]);
+    }
+
+    #[test]
+    fn router_ties_go_to_the_lower_index() {
+        let logits = [1.0f32, 3.0, 1.0, 3.0, 1.0];
+        let (mut e, mut w) = ([0usize; 3], [0.0f32; 3]);
+        route_with(None, true, 1.0, &logits, &mut e, &mut w);
+        assert_eq!(e, [1, 3, 0]);
+        let bias = [0.5f32, 0.0, 0.5, 0.0, 0.5]; // experts 0, 2 and 4 tie at sigmoid(0) + 0.5
+        route_with(Some(&bias), true, 1.0, &[0.0; 5], &mut e, &mut w);
+        assert_eq!(e, [0, 2, 4]);
+    }
 }

@@ -217,6 +217,49 @@ pub struct FeedForward {
     pub w2: Linear,
 }
 
+/// Mixture-of-experts FFN of LFM2-MoE (`model.layers.N.feed_forward.*`, layers >=
+/// `num_dense_layers`):
+///
+/// ```text
+/// s = sigmoid(u Wg^T)                  # [E] router scores
+/// idx = topk(s + expert_bias, k)       # bias only chooses; ties -> lower expert index
+/// w = s[idx]; if norm: w /= sum(w) + 1e-6; w *= routed_scaling_factor
+/// out = sum_j w_j * expert_idx_j(u)    # accumulated in selection-rank order (j = 0..k)
+/// ```
+#[derive(Debug, Clone)]
+pub struct MoeBlock {
+    /// `gate.weight` [E, D], always f32 (router logits must be exact enough to pick the
+    /// same experts as the reference).
+    pub gate: Linear,
+    /// `expert_bias` [E] when `use_expert_bias`: added to the scores for selection only.
+    pub expert_bias: Option<Vec<f32>>,
+    /// `experts.{e}.w1/w3/w2`: each expert a SwiGLU of width I, stored as separate tensors
+    /// so that one token reads only its k experts' bytes.
+    pub experts: Vec<FeedForward>,
+    /// Experts per token (k).
+    pub top_k: usize,
+    pub norm_topk_prob: bool,
+    pub routed_scaling_factor: f32,
+}
+
+/// The FFN of a layer: dense SwiGLU, or a mixture of SwiGLU experts.
+#[derive(Debug, Clone)]
+pub enum Ffn {
+    Dense(FeedForward),
+    Moe(MoeBlock),
+}
+
+impl FeedForward {
+    /// `{prefix}.w1.weight` [F, D], `{prefix}.w3.weight` [F, D], `{prefix}.w2.weight` [D, F].
+    fn load(file: &CactFile, prefix: &str, f: usize, d: usize) -> Result<Self> {
+        Ok(FeedForward {
+            w1: Linear::load(file, &format!("{prefix}.w1.weight"), f, d)?,
+            w3: Linear::load(file, &format!("{prefix}.w3.weight"), f, d)?,
+            w2: Linear::load(file, &format!("{prefix}.w2.weight"), d, f)?,
+        })
+    }
+}
+
 /// One decoder layer: `h += mixer(norm(h)); h += ffn(norm(h))`.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -225,7 +268,7 @@ pub struct Layer {
     pub mixer: Mixer,
     /// `ffn_norm.weight` [D]: RMSNorm before the FFN.
     pub ffn_norm: Vec<f32>,
-    pub ffn: FeedForward,
+    pub ffn: Ffn,
 }
 
 /// A loaded LFM2 model.
@@ -253,11 +296,6 @@ impl Model {
     /// Opens a model from a validated `.cact` file; weights stay in the file's bytes.
     pub fn from_cact(file: &CactFile) -> Result<Self> {
         let config = Lfm2Config::from_json(&file.manifest.config)?;
-        if config.moe.is_some() {
-            return Err(Error::Config(
-                "lfm2_moe (mixture-of-experts) models are parsed but not yet runnable".into(),
-            ));
-        }
         let d = config.hidden_size;
         let v = config.vocab_size;
         let f = config.ffn_dim;
@@ -308,10 +346,32 @@ impl Model {
                 operator_norm: load_exact(file, &format!("{p}.operator_norm.weight"), &[d])?,
                 mixer,
                 ffn_norm: load_exact(file, &format!("{p}.ffn_norm.weight"), &[d])?,
-                ffn: FeedForward {
-                    w1: Linear::load(file, &format!("{p}.feed_forward.w1.weight"), f, d)?,
-                    w3: Linear::load(file, &format!("{p}.feed_forward.w3.weight"), f, d)?,
-                    w2: Linear::load(file, &format!("{p}.feed_forward.w2.weight"), d, f)?,
+                ffn: match config.moe.as_ref().filter(|_| config.is_moe_layer(i)) {
+                    None => Ffn::Dense(FeedForward::load(file, &format!("{p}.feed_forward"), f, d)?),
+                    Some(moe) => {
+                        let (e, w) = (moe.num_experts, moe.moe_intermediate_size);
+                        let gate_name = format!("{p}.feed_forward.gate.weight");
+                        let gate = Linear::load(file, &gate_name, e, d)?;
+                        if !matches!(gate.data, WeightData::F32(_)) {
+                            return Err(Error::Weights(format!("tensor `{gate_name}` (router) must be f32")));
+                        }
+                        let expert_bias = if moe.use_expert_bias {
+                            Some(load_exact(file, &format!("{p}.feed_forward.expert_bias"), &[e])?)
+                        } else {
+                            None
+                        };
+                        let experts = (0..e)
+                            .map(|x| FeedForward::load(file, &format!("{p}.feed_forward.experts.{x}"), w, d))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ffn::Moe(MoeBlock {
+                            gate,
+                            expert_bias,
+                            experts,
+                            top_k: moe.num_experts_per_tok,
+                            norm_topk_prob: moe.norm_topk_prob,
+                            routed_scaling_factor: moe.routed_scaling_factor,
+                        })
+                    }
                 },
             });
         }

@@ -19,7 +19,8 @@ use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::weights::safetensors::{shard_files_from_index, SafetensorsSource};
 use saguaro_engine::{LogitsMode, Model};
 
-pub const DIGEST_FIXTURES: &[&str] = &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy"];
+pub const DIGEST_FIXTURES: &[&str] =
+    &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy", "moe-e4k2", "moe-e6k3"];
 pub const QUANTS: &[(&str, Quant)] = &[("f32", Quant::F32), ("f16", Quant::F16), ("int8", Quant::Int8), ("int4", Quant::Int4)];
 
 /// tests/fixtures; `SAGUARO_FIXTURES_DIR` overrides it (the wasm runner resolves `..` through

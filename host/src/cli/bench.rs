@@ -66,9 +66,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let after = memory();
 
     // Bytes one decode step reads: every tensor (the embedding is read whole as the LM
-    // head) plus the KV cache at the mean decode position.
-    let weight_bytes: u64 = model.file.manifest.tensors.iter().map(|t| t.data.length + t.scales.map_or(0, |s| s.length)).sum();
+    // head) except, in MoE layers, the experts not chosen (k of E, all of equal size), plus
+    // the KV cache at the mean decode position.
     let c = &model.config;
+    let bytes = |t: &saguaro_engine::format::TensorEntry| t.data.length + t.scales.map_or(0, |s| s.length);
+    let tensors = &model.file.manifest.tensors;
+    let mut weight_bytes: u64 = tensors.iter().map(bytes).sum();
+    if let Some(moe) = &c.moe {
+        let expert_bytes: u64 = tensors.iter().filter(|t| t.name.contains(".feed_forward.experts.")).map(bytes).sum();
+        let unused = (moe.num_experts - moe.num_experts_per_tok) as u64;
+        weight_bytes -= expert_bytes / moe.num_experts as u64 * unused;
+    }
     let attn_layers = c.layer_kinds.iter().filter(|k| **k == saguaro_engine::LayerKind::Attention).count();
     let mean_pos = args.prefill + args.decode / 2;
     let kv_bytes = (attn_layers * mean_pos * c.num_kv_heads * c.head_dim * 2 * 4) as u64;
