@@ -149,15 +149,16 @@ mod tests {
 
     #[test]
     fn moe_shapes_have_the_published_sizes() {
-        let count = |shape: &str| -> (usize, usize) {
+        // u64: the totals exceed a 32-bit usize (wasm32).
+        let count = |shape: &str| -> (u64, u64) {
             let c = crate::Lfm2Config::from_json(&shape_config(shape).unwrap()).unwrap();
             let specs = crate::convert::required_tensors(&c);
-            let total = specs.iter().map(|s| s.shape.iter().product::<usize>()).sum();
+            let total: u64 = specs.iter().map(|s| s.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
             let moe = c.moe.as_ref().unwrap();
             // active per token: everything but the unchosen experts
-            let per_expert = 3 * moe.moe_intermediate_size * c.hidden_size;
-            let moe_layers = c.num_layers - moe.num_dense_layers;
-            (total, total - moe_layers * (moe.num_experts - moe.num_experts_per_tok) * per_expert)
+            let per_expert = 3 * moe.moe_intermediate_size as u64 * c.hidden_size as u64;
+            let moe_layers = (c.num_layers - moe.num_dense_layers) as u64;
+            (total, total - moe_layers * (moe.num_experts - moe.num_experts_per_tok) as u64 * per_expert)
         };
         let (total, active) = count("lfm2-8b-a1b");
         assert!((8_200_000_000..8_500_000_000).contains(&total), "8B-A1B total {total}");
