@@ -42,5 +42,5 @@ pub use config::{LayerKind, Lfm2Config, MoeConfig};
 pub use error::{Error, Result};
 pub use model::{LogitsMode, Model, State};
 pub use api::{FinishReason, FunctionCall, Message, Options, Request, Response, TokenEvent};
-pub use session::{ChatModel, Clock, Hooks, Session};
+pub use session::{ChatModel, Clock, Completion, Event, Hooks, Session};
 pub use tokenizer::Tokenizer;

@@ -5,6 +5,9 @@
 //! - [`Session`]: one conversation's state. [`Session::complete`] renders the request with the
 //!   template, tokenizes it, prefills what the state does not hold yet, samples
 //!   ([`crate::sampling`]), streams each token to a callback and builds the [`Response`].
+//!   [`Session::start`] / [`Session::step`] / [`Session::finish`] is the same work pulled one
+//!   prefill chunk or one token at a time, for hosts that must yield between steps (a browser's
+//!   event loop, a component's `next`): `complete` is exactly that loop.
 //!
 //! **Prefix reuse.** The session remembers the tokens its state has consumed. A request whose
 //! prompt extends them (the usual next turn: the previous prompt, the generated answer, the new
@@ -55,7 +58,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::{FinishReason, FunctionCall, GenerationDefaults, Request, Response, TokenEvent};
+use crate::api::{FinishReason, FunctionCall, GenerationDefaults, Request, ResolvedOptions, Response, TokenEvent};
 use crate::chat::{self, ChatTemplate, TemplateVars, LFM2_TEMPLATE};
 use crate::error::{Error, Result};
 use crate::model::{LogitsMode, Model, State};
@@ -202,6 +205,8 @@ pub struct Session {
     hooks: Hooks,
     /// Keep a snapshot after each prompt (on by default; costs one copy of the state).
     pub keep_snapshots: bool,
+    /// Requests started so far (a [`Completion`] remembers its number).
+    completions: u64,
 }
 
 /// Holds back text that could start a stop sequence; finds the first complete one.
@@ -269,8 +274,8 @@ pub struct Step {
 /// tool-call blocks (parsed and checked against the declared tools), streaming detokenization
 /// and stop sequences. [`Session::complete`] feeds it every sampled id.
 #[derive(Debug)]
-pub struct OutputProcessor<'a> {
-    chat: &'a ChatModel,
+pub struct OutputProcessor {
+    chat: Arc<ChatModel>,
     declared: Vec<String>,
     decoder: StreamDecoder,
     stopper: StopMatcher,
@@ -282,10 +287,10 @@ pub struct OutputProcessor<'a> {
     pub errors: Vec<String>,
 }
 
-impl<'a> OutputProcessor<'a> {
-    pub fn new(chat: &'a ChatModel, declared: Vec<String>, stop_sequences: &[String], include_stop_sequences: bool) -> Self {
+impl OutputProcessor {
+    pub fn new(chat: &Arc<ChatModel>, declared: Vec<String>, stop_sequences: &[String], include_stop_sequences: bool) -> Self {
         OutputProcessor {
-            chat,
+            chat: Arc::clone(chat),
             declared,
             decoder: StreamDecoder::new(),
             stopper: StopMatcher { stops: stop_sequences.to_vec(), include: include_stop_sequences, pending: String::new() },
@@ -312,7 +317,7 @@ impl<'a> OutputProcessor<'a> {
 
     /// Processes one generated id.
     pub fn push(&mut self, id: u32) -> Result<Step> {
-        let chat = self.chat;
+        let chat = Arc::clone(&self.chat);
         if chat.eos_ids.contains(&id) {
             return Ok(Step { text: String::new(), in_tool_call: false, finish: Some(FinishReason::Stop) });
         }
@@ -356,7 +361,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 impl Session {
     pub fn new(chat: Arc<ChatModel>) -> Self {
         let state = chat.model.new_state();
-        Session { chat, state, tokens: Vec::new(), snapshot: None, hooks: Hooks::default(), keep_snapshots: true }
+        Session { chat, state, tokens: Vec::new(), snapshot: None, hooks: Hooks::default(), keep_snapshots: true, completions: 0 }
     }
 
     /// Sets the host hooks (clock, memory probe).
@@ -398,6 +403,22 @@ impl Session {
     /// returns the last logits. Errors: empty prompt, bad ids, a prompt longer than the context,
     /// [`Error::Cancelled`] (the state then holds the chunks done so far).
     pub fn prefill(&mut self, prompt: &[u32], cancel: &AtomicBool) -> Result<Prefill> {
+        let reused = match self.prepare_prefill(prompt)? {
+            PrefillStart::Done(logits) => return Ok(Prefill { logits, reused: prompt.len(), processed: 0 }),
+            PrefillStart::From(reused) => reused,
+        };
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            if let Some(logits) = self.prefill_chunk(prompt)? {
+                return Ok(Prefill { logits, reused, processed: prompt.len() - reused });
+            }
+        }
+    }
+
+    /// Checks `prompt` and restores the longest reusable state: the live one or the snapshot.
+    fn prepare_prefill(&mut self, prompt: &[u32]) -> Result<PrefillStart> {
         let model = Arc::clone(&self.chat.model);
         model.check_tokens(prompt)?;
         let max = model.config.max_position_embeddings;
@@ -407,7 +428,7 @@ impl Session {
         if let Some(s) = self.snapshot.as_ref().filter(|s| s.tokens == prompt) {
             self.state = s.state.clone();
             self.tokens = s.tokens.clone();
-            return Ok(Prefill { logits: s.logits.clone(), reused: prompt.len(), processed: 0 });
+            return Ok(PrefillStart::Done(s.logits.clone()));
         }
         let live = common_prefix(&self.tokens, prompt);
         if !(live == self.tokens.len() && live < prompt.len()) {
@@ -422,28 +443,32 @@ impl Session {
                 }
             }
         }
-        let reused = self.tokens.len();
-        let suffix = &prompt[reused..];
-        let mut logits = Vec::new();
-        let chunks: Vec<&[u32]> = suffix.chunks(PREFILL_CHUNK).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
+        Ok(PrefillStart::From(self.tokens.len()))
+    }
+
+    /// Runs the next [`PREFILL_CHUNK`] tokens of `prompt` (the state holds a prefix of it).
+    /// Returns the last logits once the whole prompt is in (and snapshots it).
+    fn prefill_chunk(&mut self, prompt: &[u32]) -> Result<Option<Vec<f32>>> {
+        let model = Arc::clone(&self.chat.model);
+        let start = self.tokens.len();
+        let end = prompt.len().min(start + PREFILL_CHUNK);
+        let last = end == prompt.len();
+        let mode = if last { LogitsMode::Last } else { LogitsMode::None };
+        let logits = match model.forward(&mut self.state, &prompt[start..end], mode) {
+            Ok(l) => l,
+            Err(e) => {
+                self.reset();
+                return Err(e);
             }
-            let mode = if i + 1 == chunks.len() { LogitsMode::Last } else { LogitsMode::None };
-            match model.forward(&mut self.state, chunk, mode) {
-                Ok(l) => logits = l,
-                Err(e) => {
-                    self.reset();
-                    return Err(e);
-                }
-            }
-            self.tokens.extend_from_slice(chunk);
+        };
+        self.tokens.extend_from_slice(&prompt[start..end]);
+        if !last {
+            return Ok(None);
         }
         if self.keep_snapshots {
             self.snapshot = Some(Snapshot { tokens: prompt.to_vec(), state: self.state.clone(), logits: logits.clone() });
         }
-        Ok(Prefill { logits, reused, processed: suffix.len() })
+        Ok(Some(logits))
     }
 
     /// Parses request JSON and runs [`Session::complete`].
@@ -455,10 +480,23 @@ impl Session {
     }
 
     /// Runs one request: every failure becomes a response with `success: false`.
-    pub fn complete(&mut self, request: &Request, on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Response {
-        match self.try_complete(request, on_token, cancel) {
-            Ok(r) => r,
-            Err(e) => Response::failure(&e),
+    /// `on_token` sees each generated token; returning false cancels. `cancel` may be set from
+    /// another thread; it is checked between prefill chunks and after each sampled token.
+    pub fn complete(&mut self, request: &Request, mut on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Response {
+        let mut completion = match self.start(request) {
+            Ok(c) => c,
+            Err(e) => return Response::failure(&e),
+        };
+        loop {
+            match self.step(&mut completion, cancel) {
+                Ok(Some(Event::Token(event))) => {
+                    if !on_token(&event) {
+                        completion.cancel();
+                    }
+                }
+                Ok(Some(Event::Prefill { .. })) => {}
+                Ok(None) | Err(_) => return self.finish(completion),
+            }
         }
     }
 
@@ -469,132 +507,270 @@ impl Session {
         }
     }
 
-    fn try_complete(&mut self, request: &Request, mut on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Result<Response> {
+    /// Starts a request without running the model: validates it, renders and tokenizes the
+    /// prompt and restores the reusable state. Drive it with [`Session::step`] (one prefill chunk
+    /// or one token per call, so a caller can yield, report progress or cancel in between) and
+    /// end it with [`Session::finish`]. [`Session::complete`] is this loop.
+    pub fn start(&mut self, request: &Request) -> Result<Completion> {
         let t0 = self.hooks.now_ms();
         let chat = Arc::clone(&self.chat);
         let declared = request.validate()?;
         let opts = request.options.resolve(&chat.defaults)?;
         let unix = self.hooks.clock.as_ref().and_then(|c| c.unix_seconds());
         let prompt = chat.prompt_tokens(request, unix)?;
+        let (phase, logits, reused) = match self.prepare_prefill(&prompt)? {
+            PrefillStart::Done(logits) => (Phase::Decode, logits, prompt.len()),
+            PrefillStart::From(reused) => (Phase::Prefill, Vec::new(), reused),
+        };
+        self.completions += 1;
 
         let mut response = Response::failure(&Error::Input(String::new()));
         response.success = true;
         response.error = None;
         response.error_code = None;
         response.confidence = 1.0;
+        response.reused_tokens = reused;
+        response.prefill_tokens = prompt.len() - reused;
 
-        let prefill = match self.prefill(&prompt, cancel) {
-            Ok(p) => p,
-            Err(Error::Cancelled) => {
-                response.finish_reason = Some(FinishReason::Cancelled);
-                response.total_time_ms = self.hooks.now_ms() - t0;
-                response.ram_usage_mb = self.ram_mb();
-                return Ok(response);
+        let output = OutputProcessor::new(&chat, declared, &opts.stop_sequences, opts.include_stop_sequences);
+        Ok(Completion {
+            id: self.completions,
+            sampler: Sampler::new(opts.sampling.clone()),
+            history: prompt.clone(),
+            prompt,
+            opts,
+            output,
+            logits,
+            pending: None,
+            scratch: Vec::new(),
+            entropies: Vec::new(),
+            response,
+            t0,
+            t_prefill: if phase == Phase::Decode { Some(t0) } else { None },
+            t_first: None,
+            phase,
+            cancelled: false,
+            error: None,
+        })
+    }
+
+    /// Advances `c` by one prefill chunk or one generated token. `Ok(None)` once it has
+    /// finished (then call [`Session::finish`]); an error also ends it. `cancel` is checked
+    /// before each prefill chunk and after sampling a token (the token's event then carries
+    /// the held-back text); [`Completion::cancel`] ends it at the next call.
+    pub fn step(&mut self, c: &mut Completion, cancel: &AtomicBool) -> Result<Option<Event>> {
+        if c.id != self.completions {
+            return Err(c.fail(Error::Input("this completion is not the session's current request".into())));
+        }
+        match c.phase {
+            Phase::Finished(_) | Phase::Failed => return Ok(None),
+            _ if c.cancelled => {
+                c.phase = Phase::Finished(FinishReason::Cancelled);
+                return Ok(None);
             }
-            Err(e) => return Err(e),
-        };
-        let t_prefill = self.hooks.now_ms();
-        response.prefill_tokens = prefill.processed;
-        response.reused_tokens = prefill.reused;
-
-        let model = Arc::clone(&chat.model);
-        let kernels = model.kernels;
-        let max_pos = model.config.max_position_embeddings;
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut output = OutputProcessor::new(&chat, declared, &opts.stop_sequences, opts.include_stop_sequences);
-        let mut history: Vec<u32> = prompt.clone();
-        let mut logits = prefill.logits;
-        let mut scratch = Vec::new();
-        let mut entropies: Vec<f32> = Vec::new();
-        let mut t_first = None;
-        let mut generated = 0usize;
-
-        let finish = if opts.max_tokens == 0 {
-            FinishReason::Length
+            Phase::Prefill => {
+                if cancel.load(Ordering::Relaxed) {
+                    c.phase = Phase::Finished(FinishReason::Cancelled);
+                    return Ok(None);
+                }
+                let prompt = std::mem::take(&mut c.prompt);
+                let result = self.prefill_chunk(&prompt);
+                c.prompt = prompt;
+                match result {
+                    Ok(Some(logits)) => {
+                        c.logits = logits;
+                        c.phase = Phase::Decode;
+                        c.t_prefill = Some(self.hooks.now_ms());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(c.fail(e)),
+                }
+                return Ok(Some(Event::Prefill { done: self.tokens.len(), total: c.prompt.len() }));
+            }
+            Phase::Decode => {}
+        }
+        let model = Arc::clone(&self.chat.model);
+        if let Some(id) = c.pending.take() {
+            match model.forward(&mut self.state, &[id], LogitsMode::Last) {
+                Ok(l) => c.logits = l,
+                Err(e) => {
+                    self.reset();
+                    return Err(c.fail(e));
+                }
+            }
+            self.tokens.push(id);
+        } else if c.opts.max_tokens == 0 {
+            c.phase = Phase::Finished(FinishReason::Length);
+            return Ok(None);
         } else if cancel.load(Ordering::Relaxed) {
-            FinishReason::Cancelled
-        } else {
-            loop {
-                let h = normalized_entropy(&kernels, &logits, &mut scratch);
-                let id = sampler.sample(&kernels, &mut logits, &history);
-                generated += 1;
-                history.push(id);
-                entropies.push(h);
-                if t_first.is_none() {
-                    t_first = Some(self.hooks.now_ms());
-                }
-                let window = &entropies[entropies.len().saturating_sub(10)..];
-                let window_conf = 1.0 - window.iter().sum::<f32>() / window.len() as f32;
-                if window_conf < opts.confidence_threshold {
-                    response.cloud_handoff = true;
-                }
+            c.phase = Phase::Finished(FinishReason::Cancelled);
+            return Ok(None);
+        }
 
-                let step = output.push(id)?;
-                let mut text = step.text;
-                let mut finish = step.finish;
-                if finish.is_none() && generated >= opts.max_tokens {
-                    finish = Some(FinishReason::Length);
-                }
-                if finish.is_none() && cancel.load(Ordering::Relaxed) {
-                    finish = Some(FinishReason::Cancelled);
-                }
-                if finish.is_none() && self.state.pos >= max_pos {
-                    finish = Some(FinishReason::ContextFull);
-                }
-                if finish.is_some() && finish != Some(FinishReason::StopSequence) {
-                    let (tail, matched) = output.finish()?;
-                    text.push_str(&tail);
-                    if matched {
-                        finish = Some(FinishReason::StopSequence);
-                    }
-                }
-                response.response.push_str(&text);
-                let event = TokenEvent { token_id: id, text, confidence: 1.0 - h, in_tool_call: step.in_tool_call };
-                let keep_going = on_token(&event);
-                if finish.is_none() && !keep_going {
-                    finish = Some(FinishReason::Cancelled);
-                }
-                if let Some(f) = finish {
-                    break f;
-                }
-                match model.forward(&mut self.state, &[id], LogitsMode::Last) {
-                    Ok(l) => logits = l,
-                    Err(e) => {
-                        self.reset();
-                        return Err(e);
-                    }
-                }
-                self.tokens.push(id);
+        let kernels = model.kernels;
+        let h = normalized_entropy(&kernels, &c.logits, &mut c.scratch);
+        let id = c.sampler.sample(&kernels, &mut c.logits, &c.history);
+        c.history.push(id);
+        c.entropies.push(h);
+        if c.t_first.is_none() {
+            c.t_first = Some(self.hooks.now_ms());
+        }
+        let window = &c.entropies[c.entropies.len().saturating_sub(10)..];
+        let window_conf = 1.0 - window.iter().sum::<f32>() / window.len() as f32;
+        if window_conf < c.opts.confidence_threshold {
+            c.response.cloud_handoff = true;
+        }
+
+        let step = c.output.push(id).map_err(|e| c.fail(e))?;
+        let mut text = step.text;
+        let mut finish = step.finish;
+        if finish.is_none() && c.entropies.len() >= c.opts.max_tokens {
+            finish = Some(FinishReason::Length);
+        }
+        if finish.is_none() && cancel.load(Ordering::Relaxed) {
+            finish = Some(FinishReason::Cancelled);
+        }
+        if finish.is_none() && self.state.pos >= model.config.max_position_embeddings {
+            finish = Some(FinishReason::ContextFull);
+        }
+        if finish.is_some() && finish != Some(FinishReason::StopSequence) {
+            let (tail, matched) = c.output.finish().map_err(|e| c.fail(e))?;
+            text.push_str(&tail);
+            if matched {
+                finish = Some(FinishReason::StopSequence);
             }
-        };
+        }
+        c.response.response.push_str(&text);
+        match finish {
+            Some(f) => c.phase = Phase::Finished(f),
+            None => c.pending = Some(id),
+        }
+        Ok(Some(Event::Token(TokenEvent { token_id: id, text, confidence: 1.0 - h, in_tool_call: step.in_tool_call })))
+    }
 
+    /// Ends `c` and builds its response (a failure response if a step failed). A completion
+    /// ended before it finished counts as cancelled.
+    pub fn finish(&mut self, mut c: Completion) -> Response {
+        if let Some(e) = c.error.take() {
+            return Response::failure(&e);
+        }
+        let finish = match c.phase {
+            Phase::Finished(f) => f,
+            _ => FinishReason::Cancelled,
+        };
         let t_end = self.hooks.now_ms();
-        response.function_calls = std::mem::take(&mut output.calls);
-        response.tool_call_errors = std::mem::take(&mut output.errors);
+        let mut response = c.response;
+        let generated = c.entropies.len();
+        response.function_calls = std::mem::take(&mut c.output.calls);
+        response.tool_call_errors = std::mem::take(&mut c.output.errors);
         response.finish_reason = Some(if finish == FinishReason::Stop && !response.function_calls.is_empty() {
             FinishReason::ToolCalls
         } else {
             finish
         });
+        if c.t_prefill.is_none() {
+            // Cancelled during prefill: report the chunks actually run.
+            response.prefill_tokens = self.tokens.len().saturating_sub(response.reused_tokens);
+        }
         response.decode_tokens = generated;
         response.total_tokens = response.prefill_tokens + generated;
-        if !entropies.is_empty() {
-            response.confidence = 1.0 - entropies.iter().sum::<f32>() / entropies.len() as f32;
+        if !c.entropies.is_empty() {
+            response.confidence = 1.0 - c.entropies.iter().sum::<f32>() / c.entropies.len() as f32;
         }
-        response.total_time_ms = t_end - t0;
-        response.time_to_first_token_ms = t_first.map_or(0.0, |t| t - t0);
-        let prefill_s = (t_prefill - t0) / 1000.0;
-        if prefill_s > 0.0 {
-            response.prefill_tps = prefill.processed as f64 / prefill_s;
+        response.total_time_ms = t_end - c.t0;
+        response.time_to_first_token_ms = c.t_first.map_or(0.0, |t| t - c.t0);
+        if let Some(tp) = c.t_prefill {
+            let prefill_s = (tp - c.t0) / 1000.0;
+            if prefill_s > 0.0 {
+                response.prefill_tps = response.prefill_tokens as f64 / prefill_s;
+            }
         }
-        if let Some(tf) = t_first {
+        if let Some(tf) = c.t_first {
             let decode_s = (t_end - tf) / 1000.0;
             if generated > 1 && decode_s > 0.0 {
                 response.decode_tps = (generated - 1) as f64 / decode_s;
             }
         }
         response.ram_usage_mb = self.ram_mb();
-        Ok(response)
+        response
+    }
+}
+
+/// Where a prompt's prefill starts.
+enum PrefillStart {
+    /// The snapshot holds exactly this prompt: its last logits.
+    Done(Vec<f32>),
+    /// The state holds this many prompt tokens; the rest must run.
+    From(usize),
+}
+
+/// What one [`Session::step`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A prefill chunk ran: `done` of `total` prompt tokens are in the state.
+    Prefill { done: usize, total: usize },
+    /// A token was generated.
+    Token(TokenEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Prefill,
+    Decode,
+    Finished(FinishReason),
+    Failed,
+}
+
+/// A request in progress on a [`Session`] (see [`Session::start`]).
+#[derive(Debug)]
+pub struct Completion {
+    /// The session's request counter when started: only the latest request may step.
+    id: u64,
+    prompt: Vec<u32>,
+    opts: ResolvedOptions,
+    sampler: Sampler,
+    output: OutputProcessor,
+    /// The prompt and every generated token (the repetition penalty's window).
+    history: Vec<u32>,
+    /// Logits `[V]` to sample the next token from.
+    logits: Vec<f32>,
+    /// The last sampled token, not yet run through the model (it runs at the next step, so
+    /// a finished or cancelled request never pays for a token it will not use).
+    pending: Option<u32>,
+    scratch: Vec<f32>,
+    /// h = H / ln V of each generated token.
+    entropies: Vec<f32>,
+    /// The response built so far.
+    response: Response,
+    t0: f64,
+    t_prefill: Option<f64>,
+    t_first: Option<f64>,
+    phase: Phase,
+    cancelled: bool,
+    error: Option<Error>,
+}
+
+impl Completion {
+    /// Ends the request at the next [`Session::step`] with `finish_reason: cancelled`; text
+    /// still held back (a possible stop sequence, an incomplete character) is dropped.
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+    }
+
+    /// True once [`Session::step`] has nothing more to do.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished(_) | Phase::Failed)
+    }
+
+    /// Prompt tokens of this request.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt.len()
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.phase = Phase::Failed;
+        self.error = Some(e.clone());
+        e
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chat_common::*;
-use saguaro_engine::session::{ChatModel, OutputProcessor, Session};
+use saguaro_engine::session::{ChatModel, Event, OutputProcessor, Session};
 use saguaro_engine::{FinishReason, Message, Request, Response, TokenEvent};
 use serde_json::{json, Value};
 
@@ -311,6 +311,74 @@ fn cancellation_from_the_callback_and_the_flag() {
         assert_eq!(r.finish_reason, Some(FinishReason::Cancelled));
         assert_eq!(r.decode_tokens, 3, "the flag is seen after the next token");
     });
+}
+
+#[test]
+fn stepwise_completion_is_complete_one_step_at_a_time() {
+    let chat = chat_model();
+    // A prompt longer than one prefill chunk (256 tokens), so prefill takes several steps.
+    let long_text = "the quick brown fox jumps over the lazy dog and then ".repeat(60);
+    let requests = [
+        serde_json::from_value::<Request>(generations()[1]["request"].clone()).unwrap(),
+        greedy(json!([{"role": "user", "content": long_text}]), 8),
+    ];
+    for req in &requests {
+        let (want, want_events) = run(&mut Session::new(chat.clone()), req);
+        let mut session = Session::new(chat.clone());
+        let mut c = session.start(req).unwrap();
+        let total = c.prompt_len();
+        let (mut events, mut prefill) = (Vec::new(), Vec::new());
+        while let Some(e) = session.step(&mut c, &no_cancel()).unwrap() {
+            match e {
+                Event::Prefill { done, total: t } => {
+                    assert_eq!(t, total);
+                    prefill.push(done);
+                }
+                Event::Token(t) => events.push(t),
+            }
+        }
+        assert!(c.is_finished());
+        let got = session.finish(c);
+        assert_eq!(events, want_events);
+        assert_eq!((got.response.as_str(), got.finish_reason, got.decode_tokens), (want.response.as_str(), want.finish_reason, want.decode_tokens));
+        // One event per 256-token chunk, ending at the whole prompt.
+        let chunks: Vec<usize> = (1..=total.div_ceil(256)).map(|k| (k * 256).min(total)).collect();
+        assert_eq!(prefill, chunks);
+    }
+    assert!(requests[1].messages[0].content.as_ref().unwrap().as_str().unwrap().len() > 1000);
+
+    // Cancelling between steps ends the request at the next step, with no further token.
+    let mut session = Session::new(chat.clone());
+    let mut c = session.start(&requests[1]).unwrap();
+    let mut tokens = 0;
+    while let Some(e) = session.step(&mut c, &no_cancel()).unwrap() {
+        if let Event::Token(_) = e {
+            tokens += 1;
+            c.cancel();
+        }
+    }
+    let r = session.finish(c);
+    assert_eq!((r.finish_reason, r.decode_tokens, tokens), (Some(FinishReason::Cancelled), 1, 1));
+
+    // Cancelled during prefill: the chunks that ran are counted, and the session goes on.
+    let mut session = Session::new(chat.clone());
+    let mut c = session.start(&requests[1]).unwrap();
+    session.step(&mut c, &no_cancel()).unwrap();
+    c.cancel();
+    assert_eq!(session.step(&mut c, &no_cancel()).unwrap(), None);
+    let r = session.finish(c);
+    assert_eq!((r.finish_reason, r.decode_tokens, r.prefill_tokens), (Some(FinishReason::Cancelled), 0, 256));
+    let (again, _) = run(&mut session, &requests[1]);
+    let (fresh, _) = run(&mut Session::new(chat.clone()), &requests[1]);
+    assert_eq!(again.response, fresh.response);
+
+    // Only the session's latest request may step.
+    let mut old = session.start(&requests[0]).unwrap();
+    let mut new = session.start(&requests[0]).unwrap();
+    let err = session.step(&mut old, &no_cancel()).unwrap_err();
+    assert_eq!(err.code(), "input");
+    assert!(!session.finish(old).success);
+    assert!(session.step(&mut new, &no_cancel()).unwrap().is_some());
 }
 
 #[test]
