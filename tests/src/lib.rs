@@ -12,9 +12,9 @@ pub const LOGIT_TOLERANCE: f32 = 1e-4;
 pub const FIXTURES: &[&str] =
     &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy", "realistic-hybrid"];
 
-/// The LFM2-MoE fixture folders (Lfm2MoeForCausalLM). Their reference.json has an empty
-/// `quant` (no fake-quant ideals), so they are tested by tests/moe.rs, not with [`FIXTURES`].
-pub const MOE_FIXTURES: &[&str] = &["moe-e4k2", "moe-e6k3"];
+/// The LFM2-MoE fixture folders (Lfm2MoeForCausalLM): tests/moe.rs checks their f32 paths,
+/// tests/quant_accuracy.rs their quantized ones (against fake-quant ideals with per-expert scales).
+pub const MOE_FIXTURES: &[&str] = &["moe-e4k2", "moe-e6k3", "moe-realistic"];
 
 /// The folder holding the fixtures.
 pub fn fixtures_dir() -> PathBuf {
