@@ -1056,3 +1056,61 @@ proptest! {
         exercise(&b, &hf_names());
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// LFM2-MoE through GGUF: stacked `*_exps` expert tensors (tests/fixtures/make_gguf.py moe)
+// ------------------------------------------------------------------------------------------
+
+fn moe_reference(rel: &str) -> Reference {
+    let v: Value = serde_json::from_slice(&read(rel)).unwrap();
+    let prompt = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let prompt_logits = v["prompt_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    Reference { prompt, prompt_logits }
+}
+
+#[test]
+fn moe_gguf_slices_stacked_experts_and_matches_transformers() {
+    let reference = moe_reference("moe-realistic/reference.json");
+    let vocab = reference.prompt_logits[0].len();
+
+    // Q8_0: the engine's logits from the file equal transformers' with the file's weights.
+    let bytes = read("gguf/moe-realistic-q8_0.gguf");
+    let gguf = GgufFile::parse(&bytes).unwrap();
+    let config = gguf.lfm2_config().unwrap();
+    let hf: Value = serde_json::from_slice(&read("moe-realistic/config.json")).unwrap();
+    for key in ["num_experts", "num_experts_per_tok", "moe_intermediate_size", "num_dense_layers", "use_expert_bias", "norm_topk_prob"] {
+        assert_eq!(config[key], hf[key], "{key} from the lfm2moe metadata");
+    }
+    // Expert 5 of layer 3's w2 is the 6th slice of blk.3.ffn_down_exps: [D, I] = [128, 64].
+    let w2 = gguf.tensor("model.layers.3.feed_forward.experts.5.w2.weight").unwrap().unwrap();
+    assert_eq!(w2.shape, vec![128, 64]);
+    assert!(gguf.tensor("model.layers.3.feed_forward.experts.8.w2.weight").unwrap().is_none(), "only 8 experts");
+    let exact = moe_reference("gguf/moe-realistic-q8_0.logits.json");
+    assert_eq!(exact.prompt, reference.prompt);
+    let got = prompt_logits(&gguf_model(&gguf), &reference.prompt);
+    for (pos, row) in got.chunks_exact(vocab).enumerate() {
+        let diff = max_abs_diff(row, &exact.prompt_logits[pos]);
+        assert!(diff <= 1e-4, "q8_0 position {pos}: {diff} from transformers with the same weights");
+        // Per-row cosine of Q8_0 weights to the f32 reference: 0.99899 at worst here (the exact
+        // check above says this is the weights' rounding, not the engine).
+        let c = cosine(row, &reference.prompt_logits[pos]);
+        assert!(c > 0.998, "q8_0 position {pos}: cosine {c} to the f32 reference");
+    }
+
+    // F16: the expert slices stay f16 in place, and the logits follow the f32 reference.
+    let bytes = read("gguf/moe-realistic-f16.gguf");
+    let gguf = GgufFile::parse(&bytes).unwrap();
+    let w1 = gguf.tensor("model.layers.2.feed_forward.experts.0.w1.weight").unwrap().unwrap();
+    assert_eq!((w1.dtype, w1.shape.as_slice()), (DType::F16, &[64, 128][..]));
+    assert!(matches!(w1.bytes, std::borrow::Cow::Borrowed(_)));
+    let got = prompt_logits(&gguf_model(&gguf), &reference.prompt);
+    for (pos, row) in got.chunks_exact(vocab).enumerate() {
+        let c = cosine(row, &reference.prompt_logits[pos]);
+        assert!(c > 0.99999, "f16 position {pos}: cosine {c} to the f32 reference");
+    }
+}
