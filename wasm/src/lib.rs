@@ -8,3 +8,6 @@
 //! The work, and therefore the bits, is in [`runtime`] and `saguaro-engine`.
 
 pub mod runtime;
+
+#[cfg(target_os = "wasi")]
+pub mod component;
