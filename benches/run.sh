@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The benchmark harness: synthetic LFM2-350M-shaped models (int8 and int4, `saguaro synth`),
-# the machine's single-thread read-bandwidth ceiling, then `saguaro bench` for each model,
-# appended as a dated table to benches/RESULTS.md.
+# the machine's single-thread read-bandwidth ceiling, then for each model `saguaro bench`
+# (native), benches/wasm-node.mjs (the npm package's wasm build in Node) and
+# `saguaro bench --engine component` (the WASI component in wasmtime), appended as a dated
+# table to benches/RESULTS.md. `--moe` adds the LFM2-8B-A1B-shaped int4 model (4.7 GB, native).
 #
-# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--no-record]
+# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,component]
+#                       [--moe] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefill=1024 decode=100 threads=$(nproc) record=1
+prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,component moe=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --surfaces) surfaces=$2; shift 2 ;;
+    --moe) moe=1; shift ;;
     --prefill) prefill=$2; shift 2 ;;
     --decode) decode=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
@@ -27,13 +32,39 @@ for quant in int8 int4; do
   [ -f "$model" ] || "$bin" synth --shape lfm2-350m --quant "$quant" -o "$model" --quiet
 done
 
+models=(benches/models/lfm2-350m-int8.cact benches/models/lfm2-350m-int4.cact)
+if [ "$moe" = 1 ]; then
+  model=benches/models/lfm2-8b-a1b-int4.cact
+  [ -f "$model" ] || "$bin" synth --shape lfm2-8b-a1b --quant int4 -o "$model" --quiet
+fi
+has() { case ",$surfaces," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+if has wasm-node; then
+  [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] || ./scripts/build-npm.sh >&2
+fi
+component_args=()
+if has component; then
+  component=$(./scripts/build-component.sh | tail -n 1)
+  component_args=(--engine component --component "$component")
+fi
+
 bandwidth=$("$bin" bench --bandwidth --json)
 results=()
-for quant in int8 int4; do
-  # Drop the page cache's advantage between runs is not possible without root tricks;
+for model in "${models[@]}"; do
+  # Dropping the page cache's advantage between runs is not possible without root tricks;
   # the model is read once before timing by the open + prefill anyway.
-  results+=("$("$bin" bench --model benches/models/lfm2-350m-$quant.cact --prefill "$prefill" --decode "$decode" --threads "$threads" --json)")
+  if has native; then
+    results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" --threads "$threads" --json)")
+  fi
+  if has wasm-node; then
+    results+=("$(node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
+  fi
+  if has component; then
+    results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --json)")
+  fi
 done
+if [ "$moe" = 1 ] && has native; then
+  results+=("$("$bin" bench --model benches/models/lfm2-8b-a1b-int4.cact --prefill "$prefill" --decode "$decode" --threads "$threads" --json)")
+fi
 
 python3 - "$bandwidth" "$record" "${results[@]}" <<'PY'
 import json, platform, subprocess, sys, datetime
@@ -53,12 +84,24 @@ lines.append(f"\n## {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%
 lines.append(f"Single-thread read bandwidth (saguaro bench --bandwidth): {bandwidth:.1f} GB/s.\n")
 lines.append("| surface | model | kernels | prefill tok/s (threads) | decode tok/s (1 thread) | decode % of bandwidth ceiling | TTFT ms | open ms | peak RSS MB | RssAnon after open MB | RssAnon after decode MB |")
 lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+# Bytes per decoded token come from the native bench of the same file (same model, same reads).
+bytes_per_token = {r["model"]: r["bytes_per_decode_token"] for r in rows if "bytes_per_decode_token" in r}
+def f(r, key, fmt):
+    return format(r[key], fmt) if key in r else "-"
 for r in rows:
     name = r["model"].rsplit("/", 1)[-1].removesuffix(".cact")
-    ceiling = bandwidth * 1e9 / r["bytes_per_decode_token"]
-    frac = r["decode_tps"] / ceiling * 100
-    lines.append(f"| native | {name} | {r['kernels']} | {r['prefill_tps']:.0f} ({r['prefill_threads']}) | {r['decode_tps']:.1f} | {frac:.0f}% of {ceiling:.0f} tok/s | {r['time_to_first_token_ms']:.0f} | {r['open_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['rss_anon_open_mb']:.1f} | {r['rss_anon_mb']:.1f} |")
-lines.append(f"\nprefill {rows[0]['prefill_tokens']} tokens, decode {rows[0]['decode_tokens']} tokens after it; ceiling = bandwidth / bytes read per decoded token (all weights + KV cache at the mean position).")
+    surface = r.get("surface", "native")
+    frac = "-"
+    if r["model"] in bytes_per_token:
+        ceiling = bandwidth * 1e9 / bytes_per_token[r["model"]]
+        frac = f"{r['decode_tps'] / ceiling * 100:.0f}% of {ceiling:.0f} tok/s"
+    if surface == "wasm-node":
+        # Node: whole-process RSS (the wasm heap holds the model: there is no mmap in wasm).
+        mem = f"{r['rss_mb']:.0f} (process RSS) | - | - "
+    else:
+        mem = f"{f(r, 'peak_rss_mb', '.0f')} | {f(r, 'rss_anon_open_mb', '.1f')} | {f(r, 'rss_anon_mb', '.1f')} "
+    lines.append(f"| {surface} | {name} | {r['kernels']} | {r['prefill_tps']:.0f} ({r['prefill_threads']}) | {r['decode_tps']:.1f} | {frac} | {r['time_to_first_token_ms']:.0f} | {r['open_ms']:.1f} | {mem}|")
+lines.append(f"\nprefill {rows[0]['prefill_tokens']} tokens, decode {rows[0]['decode_tokens']} tokens after it; ceiling = bandwidth / bytes read per decoded token (all weights + KV cache at the mean position; MoE: the k chosen experts).")
 text = "\n".join(lines) + "\n"
 print(text)
 if record:

@@ -8,6 +8,8 @@
 //! The work, and therefore the bits, is in [`runtime`] and `saguaro-engine`.
 
 pub mod runtime;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod web;
 
 #[cfg(target_os = "wasi")]
 pub mod component;

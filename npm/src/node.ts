@@ -1,0 +1,58 @@
+// Node: the WebAssembly module is read from the package folder, and a string source that is not
+// an http(s)/data/blob URL is a file path (read in chunks straight into WebAssembly memory).
+//
+//   import { Model } from '@saguaro/llm';
+//   const model = await Model.load('./lfm2-350m-int8.cact');
+
+import { open, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+import { SaguaroError, setPlatform } from './core.js';
+import type { LocalFile } from './core.js';
+
+/** `source` as a file path, or null when it is a URL to fetch. */
+function filePath(source: string | URL): string | null {
+  if (source instanceof URL) return source.protocol === 'file:' ? fileURLToPath(source) : null;
+  if (/^file:/i.test(source)) return fileURLToPath(source);
+  // http:, https:, data:, blob: ... (a Windows drive letter such as C:\ is a path)
+  if (/^[a-z][a-z0-9+.-]+:/i.test(source) && !/^[a-z]:[\\/]/i.test(source)) return null;
+  return source;
+}
+
+async function openFile(path: string): Promise<LocalFile> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (e) {
+    throw new SaguaroError(`could not open the model file ${path}: ${e instanceof Error ? e.message : String(e)}`, 'io', { cause: e });
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new SaguaroError(`${path} is not a file`, 'io');
+    return {
+      size: stat.size,
+      read: async (into, position) => {
+        try {
+          return (await handle.read(into, 0, into.byteLength, position)).bytesRead;
+        } catch (e) {
+          throw new SaguaroError(`could not read the model file ${path}: ${e instanceof Error ? e.message : String(e)}`, 'io', { cause: e });
+        }
+      },
+      close: () => handle.close(),
+    };
+  } catch (e) {
+    await handle.close().catch(() => {});
+    throw e;
+  }
+}
+
+setPlatform({
+  priority: 2,
+  wasm: () => readFile(new URL('../wasm/saguaro_wasm_bg.wasm', import.meta.url)),
+  openFile(source) {
+    const path = filePath(source);
+    return path === null ? null : openFile(path);
+  },
+});
+
+export * from './core.js';

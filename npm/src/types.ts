@@ -1,0 +1,122 @@
+// The request/response schema of every Saguaro surface (engine/src/api.rs; design.md "One API,
+// every surface"). Field names are the JSON's (snake_case), as the CLI reads and prints them.
+
+/** One chat message. Other fields (`tool_call_id`, `name`, `thinking`, ...) reach the template as they are. */
+export interface Message {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  /** A string, a list of content parts, or absent/null (an assistant turn that only calls tools). */
+  content?: string | Array<string | Record<string, unknown>> | null;
+  /** Tool calls of an assistant turn: `{type: 'function', function: {name, arguments}}` or `{name, arguments}`. */
+  tool_calls?: unknown[];
+  [extra: string]: unknown;
+}
+
+/** Generation options; missing ones take the model's defaults (its generation_config.json, else LFM2's). */
+export interface Options {
+  /** 0 = greedy. */
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  min_p?: number;
+  repetition_penalty?: number;
+  /** Most new tokens (the end-of-turn token counts). */
+  max_tokens?: number;
+  stop_sequences?: string[];
+  include_stop_sequences?: boolean;
+  /** Seed of the portable sampler (a u64; a bigint above 2^53): the same seed gives the same tokens on every host. */
+  seed?: number | bigint;
+  /** `cloud_handoff` threshold on the rolling confidence (default 0.7). */
+  confidence_threshold?: number;
+  [extra: string]: unknown;
+}
+
+/** A completion request. */
+export interface CompletionRequest {
+  messages: Message[];
+  /** OpenAI-style function schemas (`{type: 'function', function: {name, description, parameters}}`) or bare `{name, ...}`. */
+  tools?: unknown[];
+  options?: Options;
+}
+
+export type FinishReason = 'stop' | 'tool_calls' | 'length' | 'stop_sequence' | 'context_full' | 'cancelled';
+
+/** A tool call the model made, with typed argument values. */
+export interface FunctionCall {
+  name: string;
+  arguments: Record<string, unknown>;
+}
+
+/** A completion response: the JSON `saguaro complete` prints. */
+export interface CompletionResponse {
+  success: boolean;
+  error: string | null;
+  /** The engine error's code when `success` is false. */
+  error_code?: string;
+  cloud_handoff: boolean;
+  /** The assistant's text (tool calls removed): the concatenation of the token events' text. */
+  response: string;
+  function_calls: FunctionCall[];
+  /** Tool calls that could not be parsed or name an undeclared tool. */
+  tool_call_errors?: string[];
+  /** 1 - mean normalised entropy of the generated tokens (an f32 value). */
+  confidence: number;
+  finish_reason: FinishReason | null;
+  time_to_first_token_ms: number;
+  total_time_ms: number;
+  prefill_tps: number;
+  decode_tps: number;
+  /** Size of the WebAssembly memory in MiB (it holds the model, the state and scratch). */
+  ram_usage_mb: number;
+  /** Prompt tokens run by this request (a reused prefix excluded). */
+  prefill_tokens: number;
+  /** Generated tokens (the end-of-turn token included). */
+  decode_tokens: number;
+  total_tokens: number;
+  /** Prompt tokens whose state came from earlier requests of the session. */
+  reused_tokens: number;
+}
+
+/** One generated token, as it is produced. */
+export interface TokenEvent {
+  type: 'token';
+  token_id: number;
+  /** Text released by this token (may be empty: held-back text, a tool call, an end-of-turn token). */
+  text: string;
+  /** 1 - H / ln V of this token's distribution (an f32 value). */
+  confidence: number;
+  /** True for the tokens of a tool call (not part of `response`). */
+  in_tool_call: boolean;
+}
+
+/** A prefill chunk ran: `done` of `total` prompt tokens are in the session's state. */
+export interface PrefillEvent {
+  type: 'prefill';
+  done: number;
+  total: number;
+}
+
+/** Facts about a loaded model. */
+export interface ModelInfo {
+  model_type: string;
+  vocab_size: number;
+  hidden_size: number;
+  num_layers: number;
+  max_position_embeddings: number;
+  file_bytes: number;
+  /** The file carries a tokenizer (chat, tokenize and detokenize work). */
+  has_tokenizer: boolean;
+  is_moe: boolean;
+  /** The kernel tier computing (`simd128`). */
+  kernels: string;
+}
+
+/** Load progress: `download` while bytes arrive from the network, `load` while they come from a local source (file, memory, cache) and once more when the model is ready. */
+export interface LoadProgress {
+  phase: 'download' | 'load';
+  /** Bytes received so far. */
+  loaded: number;
+  /** The file's size, or 0 while it is unknown (a download without Content-Length). */
+  total: number;
+  /** True when the bytes come from the browser cache. */
+  cached?: boolean;
+}

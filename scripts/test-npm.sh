@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Tests the npm package as an app developer uses it: builds and packs it (scripts/build-npm.sh),
+# installs the tarball into a new temporary folder (`npm init -y && npm install <tarball>`) and
+# runs npm/test/node/*.test.mjs (node:test) there, importing the package by name. The tests
+# compare with the native CLI (target/release/saguaro, built here) on .cact files converted for
+# the run from tests/fixtures (f32, f16, int8, int4; dense and MoE; none committed).
+# Ends with `test result: ok. N passed; M failed` (or FAILED) and a non-zero status on failure.
+#
+# Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build)
+#        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
+#                                         (about 380 MB, `saguaro synth`, kept in the target
+#                                         folder) loads and runs in wasm32 in Node
+# Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_KEEP=1
+#          (keep the temporary folder), extra arguments after -- go to `node --test`.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+big=0
+build=1
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --big) big=1 ;;
+    --no-build) build=0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "test-npm: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+command -v node >/dev/null || { echo "test-npm: node (>= 20) is required" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || { echo "test-npm: node >= 20 is required (found $(node -v))" >&2; exit 1; }
+
+target_dir="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')}"
+
+step "native CLI (the reference)"
+cargo build --quiet --release --locked -p saguaro-host
+bin="$target_dir/release/saguaro"
+
+step "npm package"
+if [ -n "${SAGUARO_NPM_TARBALL:-}" ]; then
+  tarball="$SAGUARO_NPM_TARBALL"
+elif [ "$build" = 1 ]; then
+  tarball=$("$root/scripts/build-npm.sh" | tail -n 1)
+else
+  tarball=$(ls -t "$root"/npm/pack/*.tgz 2>/dev/null | head -n 1 || true)
+fi
+[ -f "$tarball" ] || { echo "test-npm: no package tarball (run scripts/build-npm.sh)" >&2; exit 1; }
+echo "$tarball"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/saguaro-npm-test.XXXXXX")
+if [ "${SAGUARO_KEEP:-0}" = 1 ]; then
+  echo "keeping $work"
+else
+  trap 'rm -rf "$work"' EXIT
+fi
+
+step "models for the run"
+models="$work/models"
+mkdir -p "$models"
+convert() { # fixture quant [name]
+  local name="${3:-$1}"
+  "$bin" convert "$root/tests/fixtures/$1" -o "$models/$name-$2.cact" --quant "$2" --quiet 2>/dev/null
+  echo "  $name-$2.cact"
+}
+if [ "$big" = 1 ]; then
+  big_model="$target_dir/npm-models/lfm2-350m-int8.cact"
+  mkdir -p "$(dirname "$big_model")"
+  if [ ! -f "$big_model" ] || [ "$bin" -nt "$big_model" ]; then
+    "$bin" synth --shape lfm2-350m --quant int8 -o "$big_model" --quiet
+  fi
+  echo "  $big_model ($(du -h "$big_model" | cut -f1))"
+  export SAGUARO_BIG_MODEL="$big_model"
+  tests=(big.test.mjs)
+else
+  convert chat/model f32 chat
+  convert chat/model int4 chat
+  convert hybrid-gqa f32
+  convert mqa-headdim f16
+  convert conv-heavy int8
+  convert sharded-allattn int8
+  convert realistic-hybrid int4
+  convert bf16-convbias int4
+  convert moe-e4k2 int8
+  convert moe-e6k3 int4
+  tests=(load.test.mjs native.test.mjs chat.test.mjs errors.test.mjs)
+fi
+
+step "install the tarball into a new folder"
+app="$work/app"
+mkdir -p "$app"
+cp "$root"/npm/test/node/*.mjs "$app/"
+(cd "$app" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$tarball" >/dev/null)
+echo "$app: $(cd "$app" && node -p 'const p = require("./package.json"); JSON.stringify(p.dependencies)')"
+
+step "node:test"
+export SAGUARO_BIN="$bin" SAGUARO_MODELS="$models" SAGUARO_FIXTURES="$root/tests/fixtures"
+tap="$work/results.tap"
+status=0
+(cd "$app" && node --test --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tap" "${extra[@]}" "${tests[@]}") || status=$?
+
+passed=$(awk '/^# pass /{print $3}' "$tap" | tail -n 1)
+failed=$(awk '/^# fail /{print $3}' "$tap" | tail -n 1)
+passed=${passed:-0}
+failed=${failed:-0}
+if [ "$status" -ne 0 ] && [ "$failed" = 0 ]; then failed=1; fi
+echo
+if [ "$status" -eq 0 ]; then
+  echo "test result: ok. $passed passed; $failed failed"
+else
+  echo "test result: FAILED. $passed passed; $failed failed"
+fi
+exit "$status"
