@@ -10,7 +10,8 @@
 #        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
 #                                         (about 380 MB, `saguaro synth`, kept in the target
 #                                         folder) loads and runs in wasm32 in Node
-# Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_KEEP=1
+# Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_BIN=path
+#          (the native CLI to compare with, instead of building target/release/saguaro), SAGUARO_KEEP=1
 #          (keep the temporary folder), extra arguments after -- go to `node --test`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -37,8 +38,12 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 target_dir="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')}"
 
 step "native CLI (the reference)"
-cargo build --quiet --release --locked -p saguaro-host
-bin="$target_dir/release/saguaro"
+if [ -n "${SAGUARO_BIN:-}" ]; then
+  bin="$SAGUARO_BIN"   # e.g. the debug build scripts/test.sh already has
+else
+  cargo build --quiet --release --locked -p saguaro-host
+  bin="$target_dir/release/saguaro"
+fi
 
 step "npm package"
 if [ -n "${SAGUARO_NPM_TARBALL:-}" ]; then
