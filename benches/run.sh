@@ -24,7 +24,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --quiet --release --locked -p saguaro-host
+has() { case ",$surfaces," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# wasmtime (the `component` feature) only when the component is benchmarked.
+if has component; then
+  cargo build --quiet --release --locked -p saguaro-host
+else
+  cargo build --quiet --release --locked -p saguaro-host --no-default-features
+fi
 bin=target/release/saguaro
 mkdir -p benches/models
 for quant in int8 int4; do
@@ -37,7 +43,6 @@ if [ "$moe" = 1 ]; then
   model=benches/models/lfm2-8b-a1b-int4.cact
   [ -f "$model" ] || "$bin" synth --shape lfm2-8b-a1b --quant int4 -o "$model" --quiet
 fi
-has() { case ",$surfaces," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if has wasm-node; then
   [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] || ./scripts/build-npm.sh >&2
 fi

@@ -6,10 +6,13 @@
 //!
 //! - [`loader`]: opening models; [`convert`]: writing `.cact` files; [`gguf`]: GGUF reader;
 //!   [`hub`]: Hugging Face downloads; [`kernels`]: CPU detection and SIMD tiers;
-//!   [`threads`]: the thread pool.
+//!   [`threads`]: the thread pool; [`component`] (feature `component`): the wasmtime host
+//!   that runs the WASI component guest.
 
 pub mod hub;
 pub mod bench;
+#[cfg(feature = "component")]
+pub mod component;
 pub mod convert;
 pub mod gguf;
 pub mod kernels;

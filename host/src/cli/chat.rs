@@ -5,6 +5,8 @@
 //!   over the context, a model that cannot be loaded, ...) prints `{"success": false, "error":
 //!   ...}` on stdout all the same, `error: ...` on stderr, and exits with status 1.
 //!   `--stream` first prints one JSON line per generated token (`token_id`, `text`, ...).
+//!   `--engine component` runs the request inside the WASI component (see cli/engine.rs):
+//!   the same lines, timings aside.
 //! - `chat` is an interactive conversation: each line is a user turn, the answer streams to
 //!   stdout; `/reset` starts over, `/exit` (or end of input) quits.
 //! - `run` answers one prompt (`--prompt`, default a short question) with the model given, or
@@ -21,6 +23,7 @@ use clap::Args;
 use saguaro_engine::session::{ChatModel, Clock, Hooks, Session};
 use saguaro_engine::{Error, Message, Request, Response, Result};
 
+use super::engine::EngineArgs;
 use super::write_stdout;
 
 /// The model `saguaro run` uses when none is given: the chat fixture of this source tree.
@@ -29,10 +32,10 @@ pub const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/f
 /// Model and threads, shared by the chat commands.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Prefill threads (0 = all cores).
+    /// Prefill threads (0 = all cores; the native engine only).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Decode threads (decode is memory-bound: 1 is usually fastest).
+    /// Decode threads (decode is memory-bound: 1 is usually fastest; the native engine only).
     #[arg(long, default_value_t = 1)]
     pub decode_threads: usize,
 }
@@ -50,6 +53,8 @@ pub struct CompleteArgs {
     stream: bool,
     #[command(flatten)]
     threads: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +171,9 @@ fn failure_error(r: &Response) -> Error {
 pub fn complete(args: CompleteArgs) -> Result<()> {
     let response = (|| -> Result<Response> {
         let text = read_request(&args.request)?;
+        if args.engine.is_component()? {
+            return complete_component(&args, &text);
+        }
         let chat = load(&args.model, &args.threads)?;
         let mut session = Session::new(chat).with_hooks(host_hooks());
         let cancel = AtomicBool::new(false);
@@ -197,6 +205,39 @@ pub fn complete(args: CompleteArgs) -> Result<()> {
         // The JSON above is the answer; the error line and status 1 are for scripts.
         Err(failure_error(&response))
     }
+}
+
+/// `complete --engine component`: the request runs inside the component (streamed through
+/// its pull API with `--stream`); the response JSON is the guest's, printed the native way.
+#[cfg(feature = "component")]
+fn complete_component(args: &CompleteArgs, request: &str) -> Result<Response> {
+    let mut model = args.engine.load_component(&args.model)?;
+    let mut session = model.session()?;
+    let json = if args.stream {
+        let mut write_error = None;
+        let json = session.complete_streaming(request, |event| {
+            let line = serde_json::to_string(event).unwrap_or_default();
+            match print_line(&line) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_error = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        json
+    } else {
+        session.complete(request)?
+    };
+    serde_json::from_str(&json).map_err(|e| Error::Io(format!("the component's response is not valid response JSON: {e}")))
+}
+
+#[cfg(not(feature = "component"))]
+fn complete_component(_: &CompleteArgs, _: &str) -> Result<Response> {
+    Err(super::engine::unavailable())
 }
 
 /// Streams one answer to stdout; returns the response.

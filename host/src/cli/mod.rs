@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod engine;
 mod info;
 mod run;
 

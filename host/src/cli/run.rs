@@ -7,15 +7,16 @@ use saguaro_engine::generate::{generate as generate_tokens, GenerateOptions};
 use saguaro_engine::{Error, LogitsMode, Result};
 use serde::Serialize;
 
+use super::engine::EngineArgs;
 use super::{parse_tokens, write_stdout};
 
 /// Where the work runs.
 #[derive(Debug, Args)]
 pub struct ThreadArgs {
-    /// Prefill threads (0 = all cores).
+    /// Prefill threads (0 = all cores; the native engine only).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Decode threads (decode is memory-bound: 1 is usually fastest).
+    /// Decode threads (decode is memory-bound: 1 is usually fastest; the native engine only).
     #[arg(long, default_value_t = 1)]
     pub decode_threads: usize,
 }
@@ -36,6 +37,8 @@ pub struct LogitsArgs {
     model: PathBuf,
     #[command(flatten)]
     threads: ThreadArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Input token ids, comma separated: 1,2,3.
     #[arg(long)]
     tokens: String,
@@ -48,6 +51,8 @@ pub struct GenerateArgs {
     model: PathBuf,
     #[command(flatten)]
     threads: ThreadArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Prompt token ids, comma separated: 1,2,3.
     #[arg(long)]
     tokens: String,
@@ -80,6 +85,9 @@ struct TokensOutput<'a> {
 
 pub fn logits(args: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&args.tokens)?;
+    if args.engine.is_component()? {
+        return logits_component(&args, &tokens);
+    }
     let model = args.threads.load(&args.model)?;
     let mut state = model.new_state();
     let logits = model.forward(&mut state, &tokens, LogitsMode::All)?;
@@ -89,22 +97,58 @@ pub fn logits(args: LogitsArgs) -> Result<()> {
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let tokens = parse_tokens(&args.tokens)?;
-    let model = args.threads.load(&args.model)?;
-    model.check_tokens(&tokens)?;
-    let mut state = model.new_state();
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         seed: args.seed,
         stop_on_eos: args.stop_on_eos,
     };
-    let out = generate_tokens(&model, &mut state, &tokens, &opts, |_| true)?;
+    let out = if args.engine.is_component()? {
+        generate_component(&args, &tokens, &opts)?
+    } else {
+        let model = args.threads.load(&args.model)?;
+        model.check_tokens(&tokens)?;
+        let mut state = model.new_state();
+        generate_tokens(&model, &mut state, &tokens, &opts, |_| true)?
+    };
     if args.json {
         print_json(&TokensOutput { tokens: &out })
     } else {
         let text: Vec<String> = out.iter().map(u32::to_string).collect();
         write_stdout(format!("{}\n", text.join(" ")).as_bytes())
     }
+}
+
+/// `logits --engine component`: the same rows, computed inside the component.
+#[cfg(feature = "component")]
+fn logits_component(args: &LogitsArgs, tokens: &[u32]) -> Result<()> {
+    let mut model = args.engine.load_component(&args.model)?;
+    let logits = model.logits(tokens)?;
+    let vocab = model.info().vocab_size as usize;
+    if vocab == 0 || logits.len() != tokens.len() * vocab {
+        return Err(Error::Io(format!(
+            "the component returned {} logits for {} tokens of a {vocab}-token vocabulary",
+            logits.len(),
+            tokens.len()
+        )));
+    }
+    print_json(&LogitsOutput { logits: logits.chunks_exact(vocab).collect() })
+}
+
+#[cfg(not(feature = "component"))]
+fn logits_component(_: &LogitsArgs, _: &[u32]) -> Result<()> {
+    Err(super::engine::unavailable())
+}
+
+/// `generate --engine component`.
+#[cfg(feature = "component")]
+fn generate_component(args: &GenerateArgs, tokens: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
+    args.engine.load_component(&args.model)?.generate_tokens(tokens, opts)
+}
+
+#[cfg(not(feature = "component"))]
+fn generate_component(_: &GenerateArgs, _: &[u32], _: &GenerateOptions) -> Result<Vec<u32>> {
+    Err(super::engine::unavailable())
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
