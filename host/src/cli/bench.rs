@@ -23,6 +23,8 @@ pub struct BenchArgs {
     decode: usize,
     #[command(flatten)]
     threads: super::run::ThreadArgs,
+    #[command(flatten)]
+    engine: super::engine::EngineArgs,
     /// Instead of a model, measure single-thread memory read bandwidth (GB/s).
     #[arg(long)]
     bandwidth: bool,
@@ -41,16 +43,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.prefill == 0 {
         return Err(Error::Input("--prefill must be at least 1".into()));
     }
+    if args.engine.is_component()? {
+        return bench_component(&args, path);
+    }
     let before = memory();
     let start = Instant::now();
     let model = args.threads.load(path)?;
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
     let after_open = memory();
 
-    let vocab = model.config.vocab_size as u32;
-    // Deterministic "random" prompt ids, avoiding the special ids below 16.
-    let (first, span) = if vocab > 32 { (16, vocab - 16) } else { (0, vocab) };
-    let prompt: Vec<u32> = (0..args.prefill as u32).map(|i| first + (i.wrapping_mul(2_654_435_761) >> 8) % span).collect();
+    let prompt = bench_prompt(model.config.vocab_size as u32, args.prefill);
     let mut state = model.new_state();
     let start = Instant::now();
     let logits = model.forward(&mut state, &prompt, LogitsMode::Last)?;
@@ -101,4 +103,60 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     });
     let text = if args.json { format!("{out}\n") } else { format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()) };
     super::write_stdout(text.as_bytes())
+}
+
+/// The benchmark prompt: deterministic "random" ids avoiding the special ids below 16 (the
+/// same formula in benches/wasm-node.mjs).
+fn bench_prompt(vocab: u32, len: usize) -> Vec<u32> {
+    let (first, span) = if vocab > 32 { (16, vocab - 16) } else { (0, vocab) };
+    (0..len as u32).map(|i| first + (i.wrapping_mul(2_654_435_761) >> 8) % span).collect()
+}
+
+/// `bench --engine component`: the same measurement through the WASI component in wasmtime.
+/// The interface has no per-token callback for `generate-tokens`, so it times two calls from a
+/// fresh state: prefill + the first token, then prefill + 1 + `decode` tokens; decode speed is
+/// `decode` over the difference. Open time includes compiling the component (or loading it from
+/// the cache) and copying the file into the guest's memory.
+#[cfg(feature = "component")]
+fn bench_component(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
+    use saguaro_engine::generate::GenerateOptions;
+    let before = memory();
+    let start = Instant::now();
+    let mut model = args.engine.load_component(path)?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let after_open = memory();
+    let prompt = bench_prompt(model.info().vocab_size, args.prefill);
+    let opts = |n: usize| GenerateOptions { max_tokens: n, temperature: 0.0, seed: 0, stop_on_eos: false };
+    let start = Instant::now();
+    model.generate_tokens(&prompt, &opts(1))?;
+    let ttft = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    model.generate_tokens(&prompt, &opts(args.decode + 1))?;
+    let decode_secs = (start.elapsed().as_secs_f64() - ttft).max(1e-9);
+    let after = memory();
+    let out = json!({
+        "model": path.display().to_string(),
+        "surface": "component",
+        "kernels": model.info().kernels,
+        "prefill_threads": 1,
+        "decode_threads": 1,
+        "prefill_tokens": args.prefill,
+        "decode_tokens": args.decode,
+        "prefill_tps": args.prefill as f64 / ttft,
+        "decode_tps": if args.decode > 0 { args.decode as f64 / decode_secs } else { 0.0 },
+        "time_to_first_token_ms": ttft * 1e3,
+        "open_ms": open_ms,
+        "peak_rss_mb": after.peak_rss as f64 / MB,
+        "rss_anon_open_mb": after_open.rss_anon as f64 / MB,
+        "rss_anon_mb": after.rss_anon as f64 / MB,
+        "rss_anon_before_open_mb": before.rss_anon as f64 / MB,
+        "guest_memory_mb": model.memory_bytes() as f64 / MB,
+    });
+    let text = if args.json { format!("{out}\n") } else { format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()) };
+    super::write_stdout(text.as_bytes())
+}
+
+#[cfg(not(feature = "component"))]
+fn bench_component(_args: &BenchArgs, _path: &std::path::Path) -> Result<()> {
+    Err(super::engine::unavailable())
 }
