@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every Saguaro test on a fresh machine. Installs what it needs first (idempotent).
+# Runs every Saguaro test on a fresh machine. Installs what it needs first (idempotent): rustup
+# targets, apt packages (aarch64 cross tools, qemu-user, chromium), wasm-bindgen-cli, npm packages.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,19 +17,40 @@ for target in aarch64-unknown-linux-gnu wasm32-unknown-unknown wasm32-wasip2; do
   echo "  $target"
   cargo build --quiet --locked -p saguaro-engine --target "$target"
 done
-cargo build --quiet --locked -p saguaro-wasm --target wasm32-unknown-unknown
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+target_dir="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}"
 
-step "workspace tests (native)"
+step "the WASI component (wasm32-wasip2, release): run by the host's --engine component tests"
+component=$(./scripts/build-component.sh | tail -n 1)
+export SAGUARO_COMPONENT="$component"
+
+step "workspace tests (native; includes the wasmtime host running the component)"
 cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
+# The reference CLI for the JavaScript surfaces: the build the tests above just used.
+export SAGUARO_BIN="$target_dir/debug/saguaro"
 
 step "aarch64 kernels and end-to-end bits under qemu-user (cortex-a53, neoverse-n1, neoverse-v1, max)"
 ./scripts/test-aarch64.sh 2>&1 | tee -a "$log"
 
 step "engine in wasm32 with simd128 (Node WASI): unit tests and end-to-end bits"
 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
+
+step "npm package: build (wasm-bindgen, wasm-opt, TypeScript, npm pack)"
+export SAGUARO_NPM_TARBALL=$(./scripts/build-npm.sh | tail -n 1)
+
+step "npm package in Node (installed from the tarball): against the native CLI"
+./scripts/test-npm.sh --no-build 2>&1 | tee -a "$log"
+
+step "npm package in Node: an LFM2-350M-shaped int8 model (~380 MB) in wasm32"
+./scripts/test-npm.sh --no-build --big 2>&1 | tee -a "$log"
+
+step "npm package in headless Chromium (worker, example app): against the native CLI"
+./scripts/test-browser.sh 2>&1 | tee -a "$log"
+
+step "the component transpiled by jco, in Node: against the native CLI"
+./scripts/test-component-js.sh 2>&1 | tee -a "$log"
 
 # One closing line for the whole run, summed over every test binary.
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
