@@ -37,7 +37,8 @@ lock_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""
 have_version=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$have_version" != "$lock_version" ]; then
   echo "installing wasm-bindgen-cli $lock_version (found: ${have_version:-none})" >&2
-  cargo install wasm-bindgen-cli --version "$lock_version" >&2
+  # --force: cargo's record of installed tools can outlive the binary itself.
+  cargo install --force wasm-bindgen-cli --version "$lock_version" >&2
 fi
 glue="$target_dir/npm-glue"
 rm -rf "$glue"

@@ -5,18 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed at the end (CI must stay well under 40 minutes).
+timings=()
+step_name="" step_start=$SECONDS
+step() {
+  [ -n "$step_name" ] && timings+=("$(printf '%5ds  %s' $((SECONDS - step_start)) "$step_name")")
+  step_name="$*" step_start=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
 
 step "toolchain targets"
 # saguaro-engine must build for every surface: native x86_64, aarch64, wasm32 (browser/Node)
 # and wasm32-wasip2 (the component).
 rustup target add wasm32-unknown-unknown wasm32-wasip2 aarch64-unknown-linux-gnu >/dev/null
 
-step "cross-target builds of saguaro-engine"
-for target in aarch64-unknown-linux-gnu wasm32-unknown-unknown wasm32-wasip2; do
-  echo "  $target"
-  cargo build --quiet --locked -p saguaro-engine --target "$target"
-done
+# saguaro-engine builds for every surface: aarch64 (the qemu step), wasm32-unknown-unknown (the
+# npm package) and wasm32-wasip2 (the component) are all built below.
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -38,7 +42,8 @@ step "engine in wasm32 with simd128 (Node WASI): unit tests and end-to-end bits"
 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
 
 step "npm package: build (wasm-bindgen, wasm-opt, TypeScript, npm pack)"
-export SAGUARO_NPM_TARBALL=$(./scripts/build-npm.sh | tail -n 1)
+tarball=$(./scripts/build-npm.sh | tail -n 1)
+export SAGUARO_NPM_TARBALL="$tarball"
 
 step "npm package in Node (installed from the tarball): against the native CLI"
 ./scripts/test-npm.sh --no-build 2>&1 | tee -a "$log"
@@ -55,5 +60,8 @@ step "the component transpiled by jco, in Node: against the native CLI"
 # One closing line for the whole run, summed over every test binary.
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+step "done"
+echo
+printf '%s\n' "${timings[@]}"
 echo
 echo "saguaro: ${passed} passed, ${failed} failed"

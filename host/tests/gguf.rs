@@ -33,7 +33,12 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let v: Value = serde_json::from_slice(&read("hybrid-gqa/reference.json")).unwrap();
+    reference_at("hybrid-gqa/reference.json")
+}
+
+/// `prompt` and `prompt_logits` of a reference JSON file under tests/fixtures.
+fn reference_at(rel: &str) -> Reference {
+    let v: Value = serde_json::from_slice(&read(rel)).unwrap();
     let prompt = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let prompt_logits = v["prompt_logits"]
         .as_array()
@@ -112,15 +117,7 @@ fn f32_gguf_gives_bit_identical_logits_to_safetensors() {
 
 /// transformers' prompt logits with a GGUF file's (dequantized) weights, from make_gguf.py.
 fn gguf_reference(variant: &str) -> Reference {
-    let v: Value = serde_json::from_slice(&read(&format!("gguf/hybrid-gqa-{variant}.logits.json"))).unwrap();
-    let prompt = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let prompt_logits = v["prompt_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
-    Reference { prompt, prompt_logits }
+    reference_at(&format!("gguf/hybrid-gqa-{variant}.logits.json"))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -1061,21 +1058,9 @@ proptest! {
 // LFM2-MoE through GGUF: stacked `*_exps` expert tensors (tests/fixtures/make_gguf.py moe)
 // ------------------------------------------------------------------------------------------
 
-fn moe_reference(rel: &str) -> Reference {
-    let v: Value = serde_json::from_slice(&read(rel)).unwrap();
-    let prompt = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let prompt_logits = v["prompt_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
-    Reference { prompt, prompt_logits }
-}
-
 #[test]
 fn moe_gguf_slices_stacked_experts_and_matches_transformers() {
-    let reference = moe_reference("moe-realistic/reference.json");
+    let reference = reference_at("moe-realistic/reference.json");
     let vocab = reference.prompt_logits[0].len();
 
     // Q8_0: the engine's logits from the file equal transformers' with the file's weights.
@@ -1090,7 +1075,7 @@ fn moe_gguf_slices_stacked_experts_and_matches_transformers() {
     let w2 = gguf.tensor("model.layers.3.feed_forward.experts.5.w2.weight").unwrap().unwrap();
     assert_eq!(w2.shape, vec![128, 64]);
     assert!(gguf.tensor("model.layers.3.feed_forward.experts.8.w2.weight").unwrap().is_none(), "only 8 experts");
-    let exact = moe_reference("gguf/moe-realistic-q8_0.logits.json");
+    let exact = reference_at("gguf/moe-realistic-q8_0.logits.json");
     assert_eq!(exact.prompt, reference.prompt);
     let got = prompt_logits(&gguf_model(&gguf), &reference.prompt);
     for (pos, row) in got.chunks_exact(vocab).enumerate() {
