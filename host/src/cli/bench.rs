@@ -1,14 +1,14 @@
 //! `saguaro bench`: prefill and decode speed, time to first token, open time and memory of
 //! one model on this machine (benches/run.sh records the results).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 use saguaro_engine::math::argmax;
 use saguaro_engine::{Error, LogitsMode, Result};
-use saguaro_host::bench::{memory, read_bandwidth, MB};
-use serde_json::json;
+use saguaro_host::bench::{memory, read_bandwidth, Memory, MB};
+use serde_json::{json, Value};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -83,24 +83,46 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mean_pos = args.prefill + args.decode / 2;
     let kv_bytes = (attn_layers * mean_pos * c.num_kv_heads * c.head_dim * 2 * 4) as u64;
 
-    let out = json!({
+    let speeds = Speeds { ttft, decode_secs, open_ms, before, after_open, after };
+    let threads = (model.threads.prefill.threads(), model.threads.decode.threads());
+    let extra = json!({"rss_file_mb": after.rss_file as f64 / MB, "bytes_per_decode_token": weight_bytes + kv_bytes});
+    report(&args, path, "native", model.kernels.tier, threads, &speeds, extra)
+}
+
+/// What one bench run measured, on any engine.
+struct Speeds {
+    /// Seconds to prefill the prompt and pick the first token.
+    ttft: f64,
+    /// Seconds for the `decode` tokens after it.
+    decode_secs: f64,
+    open_ms: f64,
+    before: Memory,
+    after_open: Memory,
+    after: Memory,
+}
+
+/// Prints the bench's JSON: the fields every engine reports, then `extra`.
+fn report(args: &BenchArgs, path: &Path, surface: &str, kernels: &str, threads: (usize, usize), m: &Speeds, extra: Value) -> Result<()> {
+    let mut out = json!({
         "model": path.display().to_string(),
-        "kernels": model.kernels.tier,
-        "prefill_threads": model.threads.prefill.threads(),
-        "decode_threads": model.threads.decode.threads(),
+        "surface": surface,
+        "kernels": kernels,
+        "prefill_threads": threads.0,
+        "decode_threads": threads.1,
         "prefill_tokens": args.prefill,
         "decode_tokens": args.decode,
-        "prefill_tps": args.prefill as f64 / ttft,
-        "decode_tps": if args.decode > 0 { args.decode as f64 / decode_secs } else { 0.0 },
-        "time_to_first_token_ms": ttft * 1e3,
-        "open_ms": open_ms,
-        "peak_rss_mb": after.peak_rss as f64 / MB,
-        "rss_anon_open_mb": after_open.rss_anon as f64 / MB,
-        "rss_anon_mb": after.rss_anon as f64 / MB,
-        "rss_anon_before_open_mb": before.rss_anon as f64 / MB,
-        "rss_file_mb": after.rss_file as f64 / MB,
-        "bytes_per_decode_token": weight_bytes + kv_bytes,
+        "prefill_tps": args.prefill as f64 / m.ttft,
+        "decode_tps": if args.decode > 0 { args.decode as f64 / m.decode_secs } else { 0.0 },
+        "time_to_first_token_ms": m.ttft * 1e3,
+        "open_ms": m.open_ms,
+        "peak_rss_mb": m.after.peak_rss as f64 / MB,
+        "rss_anon_open_mb": m.after_open.rss_anon as f64 / MB,
+        "rss_anon_mb": m.after.rss_anon as f64 / MB,
+        "rss_anon_before_open_mb": m.before.rss_anon as f64 / MB,
     });
+    if let (Some(out), Value::Object(extra)) = (out.as_object_mut(), extra) {
+        out.extend(extra);
+    }
     let text = if args.json { format!("{out}\n") } else { format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()) };
     super::write_stdout(text.as_bytes())
 }
@@ -134,26 +156,9 @@ fn bench_component(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     model.generate_tokens(&prompt, &opts(args.decode + 1))?;
     let decode_secs = (start.elapsed().as_secs_f64() - ttft).max(1e-9);
     let after = memory();
-    let out = json!({
-        "model": path.display().to_string(),
-        "surface": "component",
-        "kernels": model.info().kernels,
-        "prefill_threads": 1,
-        "decode_threads": 1,
-        "prefill_tokens": args.prefill,
-        "decode_tokens": args.decode,
-        "prefill_tps": args.prefill as f64 / ttft,
-        "decode_tps": if args.decode > 0 { args.decode as f64 / decode_secs } else { 0.0 },
-        "time_to_first_token_ms": ttft * 1e3,
-        "open_ms": open_ms,
-        "peak_rss_mb": after.peak_rss as f64 / MB,
-        "rss_anon_open_mb": after_open.rss_anon as f64 / MB,
-        "rss_anon_mb": after.rss_anon as f64 / MB,
-        "rss_anon_before_open_mb": before.rss_anon as f64 / MB,
-        "guest_memory_mb": model.memory_bytes() as f64 / MB,
-    });
-    let text = if args.json { format!("{out}\n") } else { format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()) };
-    super::write_stdout(text.as_bytes())
+    let speeds = Speeds { ttft, decode_secs, open_ms, before, after_open, after };
+    let extra = json!({"guest_memory_mb": model.memory_bytes() as f64 / MB});
+    report(args, path, "component", &model.info().kernels, (1, 1), &speeds, extra)
 }
 
 #[cfg(not(feature = "component"))]
