@@ -2,7 +2,7 @@
 # Builds the Saguaro WASI component (wasm32-wasip2, wit-bindgen guest of wit/saguaro.wit, simd128
 # kernels: see .cargo/config.toml) and prints where it is and its size.
 # Installs what it needs first (idempotent): the rustup target.
-# Output: <target dir>/wasm32-wasip2/release/saguaro_wasm.wasm, where <target dir> is
+# Output: <target dir>/wasm32-wasip2/wasm-release/saguaro_wasm.wasm, where <target dir> is
 # $CARGO_TARGET_DIR or cargo's (target/ of the workspace). The last line of stdout is the path.
 # Usage: ./scripts/build-component.sh
 set -euo pipefail
@@ -29,9 +29,10 @@ if [ -n "${RUSTFLAGS:-}" ]; then
   esac
 fi
 
-cargo build --release --locked -p saguaro-wasm --target wasm32-wasip2 >&2
+# Profile wasm-release (Cargo.toml): release code without debug info.
+cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-wasip2 >&2
 
-wasm="$target_dir/wasm32-wasip2/release/saguaro_wasm.wasm"
+wasm="$target_dir/wasm32-wasip2/wasm-release/saguaro_wasm.wasm"
 [ -f "$wasm" ] || { echo "build-component: $wasm was not produced" >&2; exit 1; }
 # A component starts with \0asm and layer 1 (bytes 0d 00 01 00); a core module has version 1.
 if [ "$(head -c 8 "$wasm" | od -An -tx1 | tr -d ' \n')" != "0061736d0d000100" ]; then

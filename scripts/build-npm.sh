@@ -20,16 +20,11 @@ step "wasm32-unknown-unknown build of saguaro-wasm (simd128 from .cargo/config.t
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown >&2
 fi
-# Size: the tokenizer, template and JSON crates (no numerics: the bits of logits and tokens do
-# not depend on them) are optimised for size; the engine keeps opt-level 3. Debug info is left
-# out (wasm-bindgen would strip it anyway). RUSTFLAGS is not set: it would replace the
-# simd128 and getrandom flags of .cargo/config.toml.
-size_crates="minijinja minijinja-contrib regex regex-automata regex-syntax tokenizers aho-corasick fancy-regex
-  serde_json serde serde_core hashbrown indexmap serde-wasm-bindgen unicode-normalization-alignments spm_precompiled memchr"
-cfg=(--config 'profile.release.debug=false')
-for c in $size_crates; do cfg+=(--config "profile.release.package.$c.opt-level=\"z\""); done
-cargo build --release --locked -p saguaro-wasm --target wasm32-unknown-unknown "${cfg[@]}" >&2
-wasm_in="$target_dir/wasm32-unknown-unknown/release/saguaro_wasm.wasm"
+# Profile wasm-release (Cargo.toml): no debug info (wasm-bindgen would strip it anyway), the
+# tokenizer/template/JSON crates at opt-level z, the engine at 3. RUSTFLAGS is not set: it would
+# replace the simd128 and getrandom flags of .cargo/config.toml.
+cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown >&2
+wasm_in="$target_dir/wasm32-unknown-unknown/wasm-release/saguaro_wasm.wasm"
 
 step "wasm-bindgen (the CLI at the Cargo.lock version)"
 lock_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)

@@ -22,9 +22,30 @@ apt_install() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
 step "toolchain and emulator"
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1
 
-qemu_major() { qemu-aarch64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -n1; }
+# Every probe below must succeed when the thing probed is missing (set -euo pipefail): a missing
+# qemu-aarch64 makes the pipeline return 127, so the function reads it into a variable first.
+qemu_major() {
+  local v
+  v=$(qemu-aarch64 --version 2>/dev/null || true)
+  sed -n 's/.*version \([0-9]*\).*/\1/p' <<<"$v" | head -n1
+}
+# The URI of the apt source that serves the `bookworm` suite: deb822 stanzas (*.sources, Debian
+# 12's default) or one-line entries (sources.list, *.list). Empty when there is none.
+debian_mirror() {
+  {
+    awk 'BEGIN { RS = ""; FS = "\n" }
+      { uris = ""; ok = 0
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris); sub(/[ \t].*/, "", uris) }
+          if ($i ~ /^Suites:/ && (" " $i " ") ~ /[ \t]bookworm[ \t]/) ok = 1
+        }
+        if (ok && uris != "") print uris }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
+    awk '$1 == "deb" { sub(/\[[^]]*\][ \t]*/, ""); if ($3 == "bookworm") print $2 }' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true
+  } | head -n1
+}
 missing=()
-command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
 [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || missing+=(libc6-dev-arm64-cross)
 major=$(qemu_major)
 need_qemu=0
@@ -32,9 +53,12 @@ if [ -z "$major" ] || [ "$major" -lt 10 ]; then need_qemu=1; fi
 if [ ${#missing[@]} -gt 0 ] || [ $need_qemu = 1 ]; then
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   if [ $need_qemu = 1 ] && [ "$codename" = bookworm ] \
-    && ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    echo "deb http://deb.debian.org/debian bookworm-backports main" \
-      | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    && ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
+    # One-line (sources.list, *.list) and deb822 (*.sources, `Suites: ...`) entries both match.
+    # bookworm-backports from the mirror this machine already uses for bookworm.
+    mirror=$(debian_mirror)
+    [ -n "$mirror" ] || { echo "test-aarch64: no bookworm entry in the apt sources to add backports from" >&2; exit 1; }
+    echo "deb $mirror bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
   fi
   $SUDO apt-get update -qq >/dev/null
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Saguaro test on a fresh machine. Installs what it needs first (idempotent): rustup
-# targets, apt packages (aarch64 cross tools, qemu-user, chromium), wasm-bindgen-cli, npm packages.
+# targets, apt packages (aarch64 cross tools, qemu-user, chromium), wasm-bindgen-cli and
+# cargo-fuzz, npm packages. scripts/check-fresh.sh proves that from nothing.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ step "aarch64 kernels and end-to-end bits under qemu-user (cortex-a53, neoverse-
 
 step "engine in wasm32 with simd128 (Node WASI): unit tests and end-to-end bits"
 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
+
+step "fuzz targets: a ${SAGUARO_FUZZ_SECONDS:-20} s smoke run each from the committed seeds (cargo-fuzz)"
+./scripts/test-fuzz.sh 2>&1 | tee -a "$log"
 
 step "npm package: build (wasm-bindgen, wasm-opt, TypeScript, npm pack)"
 tarball=$(./scripts/build-npm.sh | tail -n 1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The LFM2-8B-A1B-shaped benchmark beside llama.cpp, in one run (issue #8):
-#  1. builds llama.cpp's llama-bench if missing (source: the llama-cpp-python 0.3.36 sdist from
-#     PyPI, which vendors llama.cpp 0c1e57098 with the `lfm2moe` architecture);
+#  1. builds llama.cpp's llama-bench if missing (benches/llamacpp/build.sh: the llama-cpp-python
+#     0.3.36 sdist through pip, which vendors llama.cpp 0c1e57098 with the `lfm2moe` architecture);
 #  2. writes the random-weight 8B-A1B-shaped Q4_0 GGUF if missing (make_moe_gguf.py, ~4.7 GB);
 #  3. converts that same GGUF to a Saguaro int4 .cact (`saguaro convert --quant int4`);
 #  4. llama-bench: decode (tg) of N tokens on 1 and 2 threads from an empty context and after a
@@ -37,10 +37,7 @@ LLAMACPP_DIR=${LLAMACPP_DIR:-/work/llamacpp}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x /work/pyenv/bin/python ]; then PYTHON=/work/pyenv/bin/python; else PYTHON=python3; fi
 fi
-LCPP_PY_VERSION=0.3.36
-src=$LLAMACPP_DIR/llama_cpp_python-$LCPP_PY_VERSION/vendor/llama.cpp
 build=${LLAMACPP_BUILD:-$LLAMACPP_DIR/build}
-llama_bench=$build/bin/llama-bench
 models=${MODELS_DIR:-benches/models}
 gguf=$models/lfm2-8b-a1b-q4_0.gguf
 cact=$models/lfm2-8b-a1b-q4_0-int4.cact
@@ -48,43 +45,10 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 log() { echo "[llamacpp-bench] $*" >&2; }
 
-# 1. llama-bench.
-if [ ! -x "$llama_bench" ]; then
-  if [ ! -f "$src/src/models/lfm2moe.cpp" ]; then
-    mkdir -p "$LLAMACPP_DIR"
-    sdist=$LLAMACPP_DIR/llama_cpp_python-$LCPP_PY_VERSION.tar.gz
-    if [ ! -f "$sdist" ]; then
-      # The sdist's URL and sha256 from PyPI's simple index (PEP 503).
-      read -r url sha < <("$PYTHON" - "$LCPP_PY_VERSION" <<'PY'
-import re, sys, urllib.request
-want = f"llama_cpp_python-{sys.argv[1]}.tar.gz"
-html = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/").read().decode()
-for href in re.findall(r'href="([^"]+)"', html):
-    if href.split("#")[0].endswith("/" + want):
-        url, _, frag = href.partition("#")
-        print(url, frag.removeprefix("sha256="))
-        break
-else:
-    sys.exit(f"{want} not found on PyPI")
-PY
-)
-      log "downloading $url"
-      curl -fsSL -o "$sdist.partial" "$url"
-      echo "$sha  $sdist.partial" | sha256sum -c --quiet
-      mv "$sdist.partial" "$sdist"
-    fi
-    tar -xzf "$sdist" -C "$LLAMACPP_DIR"
-  fi
-  cmake=$(command -v cmake || true)
-  if [ -z "$cmake" ]; then
-    [ -x "$(dirname "$PYTHON")/cmake" ] || "$PYTHON" -m pip install --quiet cmake
-    cmake=$(dirname "$PYTHON")/cmake
-  fi
-  log "building llama-bench in $build"
-  "$cmake" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
-  "$cmake" --build "$build" --target llama-bench -j"$(nproc)" >&2
-fi
+# 1. llama-bench (benches/llamacpp/build.sh: the sdist through pip, a cmake build).
+bindir=$(LLAMACPP_DIR=$LLAMACPP_DIR LLAMACPP_BUILD=$build PYTHON=$PYTHON benches/llamacpp/build.sh llama-bench | tail -n 1)
+llama_bench=$bindir/llama-bench
+src=$(ls -d "$LLAMACPP_DIR"/llama_cpp_python-*/vendor/llama.cpp | head -n 1)
 
 # 2. The GGUF.
 mkdir -p "$models"

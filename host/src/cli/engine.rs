@@ -24,7 +24,7 @@ pub struct EngineArgs {
     pub engine: EngineKind,
     /// The component for --engine component (default: $SAGUARO_COMPONENT, else
     /// saguaro_component.wasm next to this program, else the guest built in this program's
-    /// cargo target folder, wasm32-wasip2/release/saguaro_wasm.wasm).
+    /// cargo target folder, wasm32-wasip2/wasm-release/saguaro_wasm.wasm).
     #[arg(long, value_name = "PATH")]
     pub component: Option<PathBuf>,
     /// Memory limit of the component in MiB (default 4096, the most wasm32 can address).

@@ -8,12 +8,12 @@ use saguaro_engine::{Error, Result};
 pub const COMPONENT_ENV: &str = "SAGUARO_COMPONENT";
 /// A component installed next to the `saguaro` executable.
 pub const INSTALLED_NAME: &str = "saguaro_component.wasm";
-/// Where `cargo build --release -p saguaro-wasm --target wasm32-wasip2` puts the guest,
+/// Where `cargo build --profile wasm-release -p saguaro-wasm --target wasm32-wasip2` puts the guest,
 /// relative to the cargo target directory.
-pub const BUILT_RELATIVE: &str = "wasm32-wasip2/release/saguaro_wasm.wasm";
+pub const BUILT_RELATIVE: &str = "wasm32-wasip2/wasm-release/saguaro_wasm.wasm";
 /// How to build the guest (named in the error when none is found).
 pub const BUILD_HINT: &str =
-    "build it with scripts/build-component.sh (or `cargo build --release -p saguaro-wasm --target wasm32-wasip2`), \
+    "build it with scripts/build-component.sh (or `cargo build --profile wasm-release -p saguaro-wasm --target wasm32-wasip2`), \
      or give --component PATH or SAGUARO_COMPONENT";
 
 /// The places [`find_component`] looks, in order, for an executable at `exe`: `$SAGUARO_COMPONENT`
