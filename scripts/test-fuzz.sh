@@ -43,11 +43,14 @@ for t in "${targets[@]}"; do
   seeds+=("$work/$t-fixtures")
   step "$t: ${seconds}s from $(find "${seeds[@]}" -type f | wc -l) seed files"
   # -rss_limit_mb: the readers must stay bounded; -max_len: the largest seed decides by default.
+  out="$work/$t.log"
   if cargo fuzz run --release "$t" "${seeds[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
-      -print_final_stats=1 2>&1 | tail -n 60; then
+      -print_final_stats=1 >"$out" 2>&1; then
     passed=$((passed + 1))
+    grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$out" || true
   else
     failed=$((failed + 1))
+    tail -n 80 "$out"
     echo "fuzz: $t FAILED (input saved under fuzz/artifacts/$t/)"
   fi
 done
