@@ -6,7 +6,7 @@
 //!
 //! - [`loader`]: opening models; [`convert`]: writing `.cact` files; [`gguf`]: GGUF reader;
 //!   [`hub`]: Hugging Face downloads; [`kernels`]: CPU detection and SIMD tiers;
-//!   [`threads`]: the thread pool; [`component`] (feature `component`): the wasmtime host
+//!   [`threads`]: the thread pool; [`server`]: `saguaro serve`, the OpenAI-compatible server; [`component`] (feature `component`): the wasmtime host
 //!   that runs the WASI component guest.
 
 pub mod hub;
@@ -17,6 +17,7 @@ pub mod convert;
 pub mod gguf;
 pub mod kernels;
 pub mod loader;
+pub mod server;
 pub mod threads;
 
 pub use loader::load_model;

@@ -7,6 +7,7 @@ mod convert;
 mod engine;
 mod info;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Answer one prompt (default model: the bundled chat fixture).
     Run(chat::RunArgs),
+    /// Serve the model over HTTP with OpenAI's API (chat completions, completions, models).
+    Serve(serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Complete(args) => chat::complete(args),
         Command::Chat(args) => chat::chat(args),
         Command::Run(args) => chat::run(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
