@@ -35,7 +35,10 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let model = model_dir();
+        Self::start_with(&model_dir(), extra)
+    }
+
+    fn start_with(model: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--model", model.to_str().unwrap(), "--host", "127.0.0.1", "--port", "0"];
         args.extend_from_slice(extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_saguaro"))
@@ -371,24 +374,54 @@ fn api_key_is_required_when_set() {
     assert_eq!(s.get("/health").0, 200, "health needs no key");
 }
 
-/// A request that runs until `max_tokens` (the fixture model does not end its turn on it).
+/// A copy of the fixture model that never ends its turn: `<|im_end|>` renamed (so the
+/// tokenizer has no end-of-turn token) and an end-of-sequence id outside the vocabulary. Greedy
+/// runs go on until `max_tokens` or the full context (4096 positions: seconds, not milliseconds).
+fn endless_model(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saguaro-server-endless-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        let mut bytes = std::fs::read(&p).unwrap();
+        if name.ends_with(".json") {
+            let mut text = String::from_utf8(bytes).unwrap().replace("<|im_end|>", "<|im_fin|>");
+            if name == "config.json" || name == "generation_config.json" {
+                let mut v: Value = serde_json::from_str(&text).unwrap();
+                v["eos_token_id"] = json!(100_000);
+                text = v.to_string();
+            }
+            bytes = text.into_bytes();
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    dir
+}
+
+/// A request that runs until `max_tokens` or the full context on the endless model.
 fn long_request(max_tokens: usize, stream: bool) -> Value {
-    json!({"prompt": "<|im_start|>user\nTell me about the saguaro cactus.<|im_end|>\n<|im_start|>assistant\n",
-           "max_tokens": max_tokens, "temperature": 0, "repetition_penalty": 1.3, "stream": stream})
+    json!({"prompt": "hi", "max_tokens": max_tokens, "temperature": 0, "stream": stream})
 }
 
 #[test]
 fn a_full_queue_answers_503_and_a_client_that_leaves_frees_its_slot() {
-    let s = Server::start(&["--parallel", "1", "--queue", "0"]);
+    let endless = endless_model("queue");
+    let s = Server::start_with(&endless, &["--parallel", "1", "--queue", "0"]);
+    // Alone, the long request generates its 4000 tokens.
+    let (_, v) = s.post("/v1/completions", &long_request(4000, false));
+    assert_eq!((v["usage"]["completion_tokens"].clone(), v["choices"][0]["finish_reason"].clone()), (json!(4000), json!("length")));
+    let generated = |h: &Value| h["tokens_generated"].as_u64().unwrap();
+    let before = generated(&s.get("/health").1);
     // Hold the only slot with a stream that is read slowly.
-    let r = agent().post(&s.url("/v1/completions")).send_string(&long_request(3000, true).to_string()).unwrap();
+    let r = agent().post(&s.url("/v1/completions")).send_string(&long_request(4000, true).to_string()).unwrap();
     let mut reader = BufReader::new(r.into_reader());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert!(line.starts_with("data: "), "{line}");
     let (code, v) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
     assert_error_shape(code, &v, 503, "queue full");
-    let retry = agent().post(&s.url("/v1/chat/completions")).send_string("{}");
+    let retry = agent().post(&s.url("/v1/chat/completions")).send_string(r#"{"messages": [{"role": "user", "content": "x"}]}"#);
     match retry {
         Err(ureq::Error::Status(503, r)) => assert_eq!(r.header("retry-after"), Some("1")),
         other => panic!("expected 503, got {:?}", other.map(|r| r.status())),
@@ -398,16 +431,24 @@ fn a_full_queue_answers_503_and_a_client_that_leaves_frees_its_slot() {
     let h = s.wait_idle();
     assert_eq!(h["slots_processing"], json!(0), "{h}");
     assert_eq!(h["requests_cancelled"], json!(1), "{h}");
+    // It stopped long before its 4000 tokens.
+    println!("a stream dropped after its first event generated {} of its 4000 tokens", generated(&h) - before);
+    assert!(generated(&h) - before < 2000, "{h}");
     let (code, _) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}));
     assert_eq!(code, 200);
 
     // A non-streamed request whose client gives up is cancelled too.
     let quick = ureq::AgentBuilder::new().timeout(Duration::from_millis(300)).build();
-    let gone = quick.post(&s.url("/v1/completions")).send_string(&long_request(100_000, false).to_string());
+    let before = generated(&s.get("/health").1);
+    let gone = quick.post(&s.url("/v1/completions")).send_string(&long_request(4000, false).to_string());
     assert!(gone.is_err(), "the request should outlive the client's timeout");
     let h = s.wait_idle();
     assert_eq!(h["slots_processing"], json!(0), "{h}");
     assert_eq!(h["requests_cancelled"], json!(2), "{h}");
+    println!("a non-streamed request whose client left after 300 ms generated {} of its 4000 tokens", generated(&h) - before);
+    assert!(generated(&h) - before < 2000, "{h}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&endless);
 }
 
 #[test]
@@ -431,28 +472,31 @@ fn a_conversation_reuses_its_prefix() {
 }
 
 /// 200 requests from 16 clients: greedy chat and completion requests, streamed or not, some
-/// streams dropped after two events, some malformed. Every well-formed request is answered
-/// with exactly what it gets alone; the server survives with bounded memory.
+/// long streams (3000 tokens) dropped after two events, some malformed. Every well-formed
+/// request is answered with exactly what it gets alone; the dropped ones stop early; the server
+/// survives with bounded memory. On the endless model, so every request runs exactly to its
+/// `max_tokens` and the tokens the cancelled ones generated can be counted.
 #[test]
 fn load_test_200_requests_from_16_clients() {
     const CLIENTS: usize = 16;
     const REQUESTS: usize = 200;
-    let mut s = Server::start(&["--parallel", "4", "--queue", "64"]);
-    let prompts = [
+    let endless = endless_model("load");
+    let mut s = Server::start_with(&endless, &["--parallel", "4", "--queue", "64"]);
+    const PROMPTS: [&str; 12] = [
         "What is the weather in Paris?", "Tell me about the saguaro cactus.", "Weather in Tokyo?", "hi", "Write a haiku.",
         "List three colors.", "2+2=?", "Translate 'cat' to French.", "Who are you?", "Explain rust lifetimes.",
         "Name a planet.", "Say nothing.",
     ];
     // What a request is: (endpoint, body) by index; the body without `stream`.
-    let request = |i: usize| -> (&'static str, Value) {
-        let p = prompts[i % prompts.len()];
+    fn request(i: usize) -> (&'static str, Value) {
+        let p = PROMPTS[i % PROMPTS.len()];
         let max_tokens = 8 + (i * 7) % 33;
         if i % 3 == 2 {
             ("/v1/completions", json!({"prompt": format!("<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"), "max_tokens": max_tokens, "temperature": 0}))
         } else {
             ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": p}], "max_tokens": max_tokens, "temperature": 0}))
         }
-    };
+    }
     let text_of = |endpoint: &str, v: &Value| -> String {
         let c = &v["choices"][0];
         if endpoint == "/v1/completions" { c["text"].as_str() } else { c["message"]["content"].as_str() }.unwrap().to_string()
@@ -472,6 +516,9 @@ fn load_test_200_requests_from_16_clients() {
     let alone = Arc::new(alone);
     let distinct = alone.len();
     let rss_before = s.peak_rss_kib();
+    let generated = |s: &Server| s.get("/health").1["tokens_generated"].as_u64().unwrap() as usize;
+    let tokens_before = generated(&s);
+    let answered_tokens = Arc::new(AtomicUsize::new(0));
 
     let next = Arc::new(AtomicUsize::new(0));
     let counts = Arc::new(Mutex::new((0usize, 0usize, 0usize, 0usize))); // answered, streamed, cancelled, malformed
@@ -479,6 +526,7 @@ fn load_test_200_requests_from_16_clients() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (next, counts, alone, base) = (Arc::clone(&next), Arc::clone(&counts), Arc::clone(&alone), s.base.clone());
+            let answered_tokens = Arc::clone(&answered_tokens);
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= REQUESTS {
@@ -496,6 +544,10 @@ fn load_test_200_requests_from_16_clients() {
                     }
                     3 | 6 => {
                         body["stream"] = json!(true);
+                        body["stream_options"] = json!({"include_usage": true});
+                        if i % 10 == 3 {
+                            body["max_tokens"] = json!(3000);
+                        }
                         let r = agent().post(&url).send_string(&body.to_string()).unwrap();
                         let mut reader = BufReader::new(r.into_reader());
                         if i % 10 == 3 {
@@ -512,6 +564,9 @@ fn load_test_200_requests_from_16_clients() {
                         let mut text = String::new();
                         for e in &events[..events.len() - 1] {
                             let c: Value = serde_json::from_str(e).unwrap();
+                            if let Some(n) = c["usage"]["completion_tokens"].as_u64() {
+                                answered_tokens.fetch_add(n as usize, Ordering::Relaxed);
+                            }
                             let piece = if endpoint == "/v1/completions" { &c["choices"][0]["text"] } else { &c["choices"][0]["delta"]["content"] };
                             text.push_str(piece.as_str().unwrap_or(""));
                         }
@@ -525,6 +580,7 @@ fn load_test_200_requests_from_16_clients() {
                         assert_eq!(code, 200, "request {i}: {v}");
                         let got = if endpoint == "/v1/completions" { &v["choices"][0]["text"] } else { &v["choices"][0]["message"]["content"] };
                         assert_eq!(got.as_str().unwrap(), want, "request {i}");
+                        answered_tokens.fetch_add(v["usage"]["completion_tokens"].as_u64().unwrap() as usize, Ordering::Relaxed);
                         counts.lock().unwrap().0 += 1;
                     }
                 }
@@ -542,14 +598,20 @@ fn load_test_200_requests_from_16_clients() {
     assert_eq!(answered + cancelled + malformed, REQUESTS);
     assert_eq!((cancelled, malformed), (20, 20));
     let rss_after = s.peak_rss_kib();
+    // What the dropped streams generated: everything minus the answered requests' tokens.
+    let cancelled_tokens = generated(&s) - tokens_before - answered_tokens.load(Ordering::Relaxed);
     println!(
-        "load test: {REQUESTS} requests from {CLIENTS} clients in {:.2} s ({answered} answered, {streamed} of them streamed, {cancelled} cancelled mid-stream, {malformed} malformed -> 400); {distinct} distinct requests all equal to their lone runs; server VmHWM {} KiB after the lone runs, {} KiB after the load; health {h}",
+        "load test: {REQUESTS} requests from {CLIENTS} clients in {:.2} s ({answered} answered, {streamed} of them streamed, {cancelled} long streams dropped after two events, {malformed} malformed -> 400); {distinct} distinct requests all equal to their lone runs; the dropped streams generated {cancelled_tokens} tokens in all (of 3000 each asked); server VmHWM {} KiB after the lone runs, {} KiB after the load; health {h}",
         elapsed.as_secs_f64(),
         rss_before,
         rss_after
     );
+    assert_eq!(h["requests_cancelled"], json!(cancelled), "{h}");
+    assert!(cancelled_tokens < cancelled * 3000 / 4, "the dropped streams went on: {cancelled_tokens} tokens");
     // The model is 1.4 MB; sessions are 4 at most: the peak stays near the idle footprint.
     assert!(rss_after < 512 * 1024, "peak RSS {rss_after} KiB");
     assert!(rss_after < rss_before + 128 * 1024, "RSS grew under load: {rss_before} -> {rss_after} KiB");
     assert!(!s.log.lock().unwrap().contains("panicked"));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&endless);
 }

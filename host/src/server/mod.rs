@@ -254,6 +254,7 @@ async fn health(State(app): State<Arc<App>>) -> HttpResponse {
             "slots_processing": processing,
             "requests_served": stats.served.load(Ordering::Relaxed),
             "requests_cancelled": stats.cancelled.load(Ordering::Relaxed),
+            "tokens_generated": stats.generated.load(Ordering::Relaxed),
         }),
     )
 }
