@@ -63,7 +63,8 @@ py_status=0
 SAGUARO_BIN="$bin" SAGUARO_ROOT="$root" "$venv/bin/python" -m unittest -v tests/server/python/test_openai_client.py 2>&1 |
   tee "$py_log" || py_status=$?
 py_run=$(sed -n 's/^Ran \([0-9][0-9]*\) tests\{0,1\} in .*/\1/p' "$py_log" | tail -n 1)
-py_bad=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$py_log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+# unittest's "FAILED (failures=1, errors=2)": the sum (grep finds nothing when all passed).
+py_bad=$( (sed -n 's/^FAILED (\(.*\))$/\1/p' "$py_log" | grep -Eo '[0-9]+' || true) | awk '{s+=$1} END {print s+0}')
 py_run=${py_run:-0}
 if [ "$py_status" -ne 0 ] && [ "$py_bad" -eq 0 ]; then py_bad=1; fi
 passed=$((passed + py_run - (py_bad > py_run ? py_run : py_bad)))

@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import OpenAI from 'openai';
@@ -38,16 +39,8 @@ let server;
 let client;
 
 before(async () => {
-  server = spawn(BIN, ['serve', '--model', MODEL, '--host', '127.0.0.1', '--port', '0', '--parallel', '2', '--api-key', KEY],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-  const url = await new Promise((resolve, reject) => {
-    const lines = createInterface({ input: server.stderr });
-    lines.on('line', (line) => {
-      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`saguaro serve exited (${code}) before listening`)));
-  });
+  let url;
+  [server, url] = await startServer(MODEL, ['--parallel', '2', '--api-key', KEY]);
   client = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0, timeout: 120_000 });
   client.url = url;
 });
@@ -123,20 +116,73 @@ test('completions take the raw prompt', async () => {
   assert.equal(text, want.response);
 });
 
-test('a client that aborts mid-stream frees its slot', async () => {
-  const ac = new AbortController();
-  const stream = await client.completions.create({ model: 'fixture', prompt: 'Tell me about the saguaro cactus.', temperature: 0,
-    max_tokens: 3000, repetition_penalty: 1.3, stream: true }, { signal: ac.signal });
-  let seen = 0;
-  await assert.rejects(async () => {
-    for await (const _ of stream) if (++seen === 2) ac.abort();
+/** Starts `saguaro serve` on `model`; resolves to [process, base URL]. */
+async function startServer(model, extra) {
+  const proc = spawn(BIN, ['serve', '--model', model, '--host', '127.0.0.1', '--port', '0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const url = await new Promise((resolve, reject) => {
+    createInterface({ input: proc.stderr }).on('line', (line) => {
+      const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) resolve(m[1]);
+    });
+    proc.on('exit', (code) => reject(new Error(`saguaro serve exited (${code}) before listening`)));
   });
-  for (let i = 0; i < 200; i++) {
-    const h = await (await fetch(`${client.url}/health`)).json();
-    if (h.slots_processing === 0) return;
-    await new Promise((r) => setTimeout(r, 25));
+  return [proc, url];
+}
+
+/** A copy of the fixture model that never ends its turn (`<|im_end|>` renamed, an
+ * end-of-sequence id outside the vocabulary): greedy runs go on until max_tokens. */
+function endlessModel() {
+  const dir = mkdtempSync(join(tmpdir(), 'saguaro-endless-'));
+  for (const name of readdirSync(MODEL)) {
+    let bytes = readFileSync(join(MODEL, name));
+    if (name.endsWith('.json')) {
+      let text = bytes.toString('utf8').replaceAll('<|im_end|>', '<|im_fin|>');
+      if (name === 'config.json' || name === 'generation_config.json') {
+        const v = JSON.parse(text);
+        v.eos_token_id = 100000;
+        text = JSON.stringify(v);
+      }
+      bytes = Buffer.from(text);
+    }
+    writeFileSync(join(dir, name), bytes);
   }
-  assert.fail('the generation went on after the client left');
+  return dir;
+}
+
+test('a client that aborts mid-stream stops its generation', async () => {
+  const dir = endlessModel();
+  const [proc, url] = await startServer(dir, ['--parallel', '1']);
+  try {
+    const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const ac = new AbortController();
+    const stream = await c.completions.create({ model: 'fixture', prompt: 'hi', temperature: 0, max_tokens: 4000, stream: true },
+      { signal: ac.signal });
+    let seen = 0;
+    try {
+      for await (const _ of stream) {
+        if (++seen === 2) {
+          ac.abort();
+          break;
+        }
+      }
+    } catch (e) {
+      // Depending on the client version an abort ends the loop or throws an abort error.
+      assert.ok(e instanceof OpenAI.APIUserAbortError || e.name === 'AbortError', String(e));
+    }
+    assert.equal(seen, 2);
+    let h;
+    for (let i = 0; i < 400; i++) {
+      h = await (await fetch(`${url}/health`)).json();
+      if (h.slots_processing === 0) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(h.slots_processing, 0);
+    assert.equal(h.requests_cancelled, 1);
+    assert.ok(h.tokens_generated < 2000, `the generation went on after the client left: ${h.tokens_generated} tokens`);
+  } finally {
+    proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('models, errors and the API key', async () => {
