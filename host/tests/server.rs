@@ -507,10 +507,10 @@ fn load_test_200_requests_from_16_clients() {
     for i in 0..REQUESTS {
         let (endpoint, body) = request(i);
         let key = format!("{endpoint}{body}");
-        if !alone.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = alone.entry(key) {
             let (code, v) = s.post(endpoint, &body);
             assert_eq!(code, 200, "{v}");
-            alone.insert(key, text_of(endpoint, &v));
+            slot.insert(text_of(endpoint, &v));
         }
     }
     let alone = Arc::new(alone);

@@ -10,6 +10,18 @@
 //! per running request (see [`pool`] for scheduling, the queue, prefix reuse and cancellation).
 //! Translation between OpenAI's JSON and the engine's request/response is in [`openai`];
 //! errors take OpenAI's shape ([`error`]). Every bad request is a 4xx with a JSON error body.
+//!
+//! Where OpenAI and llama.cpp differ or the issue is silent, llama.cpp's server is followed:
+//! any `model` name is accepted (and echoed back); `max_tokens` defaults to the model's
+//! generation_config.json `max_new_tokens` (else 512) rather than the whole context; a missing
+//! or negative `seed` means a random one (reported in `saguaro.seed`); string prompts of
+//! `/v1/completions` get the BOS token; `top_k`, `min_p` and `repetition_penalty` (or
+//! `repeat_penalty`) are accepted beside OpenAI's fields. Refused with a 400 rather than
+//! silently ignored: `n` > 1, `logprobs`, non-empty `logit_bias`, non-zero `presence_penalty` /
+//! `frequency_penalty`, non-text content parts, several or token-id prompts, `echo`, `suffix`;
+//! `response_format` json_object/json_schema and forced `tool_choice` while the engine has no
+//! constrained decoding (detected at start-up, see [`openai::Caps`]). No CORS headers: a web
+//! page on another origin cannot drive a local server through a visitor's browser.
 
 pub mod error;
 pub mod openai;
