@@ -36,6 +36,9 @@ cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
 # The reference CLI for the JavaScript surfaces: the build the tests above just used.
 export SAGUARO_BIN="$target_dir/debug/saguaro"
 
+step "saguaro serve with OpenAI's own Python and npm clients"
+./scripts/test-server.sh 2>&1 | tee -a "$log"
+
 step "aarch64 kernels and end-to-end bits under qemu-user (cortex-a53, neoverse-n1, neoverse-v1, max)"
 ./scripts/test-aarch64.sh 2>&1 | tee -a "$log"
 
