@@ -45,6 +45,47 @@ pub fn load_model_portable(path: &Path) -> Result<Model> {
     }
 }
 
+/// Opens and validates a `.cact` file; errors name the path and say what it is instead (a
+/// folder, another kind of file).
+pub fn open_cact(path: &Path) -> Result<CactFile> {
+    if path.is_dir() {
+        let hint = if path.join("config.json").is_file() {
+            format!(" (a Hugging Face model folder: `saguaro convert {} -o model.cact` makes one)", path.display())
+        } else {
+            String::new()
+        };
+        return Err(Error::Input(format!("{} is a folder, not a .cact model file{hint}", path.display())));
+    }
+    if !path.exists() {
+        return Err(Error::Io(format!("{}: no such file", path.display())));
+    }
+    let blob = map_file(path)?;
+    let bytes: &[u8] = (*blob).as_ref();
+    if !is_cact(bytes) {
+        let what = if bytes.starts_with(b"GGUF") {
+            "a GGUF file, not a .cact model file (`saguaro convert` turns it into one)"
+        } else if bytes.is_empty() {
+            "empty, not a .cact model file"
+        } else {
+            "not a .cact model file (its first bytes are not \"CACT\")"
+        };
+        return Err(Error::Format(format!("{} is {what}", path.display())));
+    }
+    CactFile::parse(blob).map_err(|e| with_path(e, path))
+}
+
+/// Checks the checksums of the `.cact` file at `path` (see [`CactFile::check_integrity`]);
+/// returns the number of regions checked. A folder has no checksums: an error.
+pub fn verify_file(path: &Path) -> Result<usize> {
+    if path.is_dir() {
+        return Err(Error::Input(format!(
+            "{} is a model folder, which has no checksums: verifying needs a .cact file",
+            path.display()
+        )));
+    }
+    open_cact(path)?.check_integrity().map_err(|e| with_path(e, path))
+}
+
 /// Memory-maps a file read-only.
 pub fn map_file(path: &Path) -> Result<Blob> {
     let file = File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;

@@ -7,6 +7,7 @@ mod convert;
 mod engine;
 mod info;
 mod run;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Answer one prompt (default model: the bundled chat fixture).
     Run(chat::RunArgs),
+    /// Check a .cact file's checksums (every tensor, the manifest, the tokenizer files).
+    Verify(verify::VerifyArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Complete(args) => chat::complete(args),
         Command::Chat(args) => chat::chat(args),
         Command::Run(args) => chat::run(args),
+        Command::Verify(args) => verify::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
