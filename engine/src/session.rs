@@ -273,7 +273,8 @@ impl ChatModel {
             }
         }
         let text = self.render(request, unix_seconds)?;
-        if text.len() > context {
+        // Short prompts are tokenized once, below; long ones are counted in chunks first.
+        if text.len() > context && text.len() > COUNT_CHUNK_BYTES {
             let at_least = text.len() / (2 * self.max_token_bytes);
             if at_least > context {
                 return Err(Error::ContextFull(format!(

@@ -35,10 +35,7 @@ pub fn load_model_portable(path: &Path) -> Result<Model> {
             let file = CactFile::parse(blob).map_err(|e| with_path(e, path))?;
             Model::from_cact(&file).map_err(|e| with_path(e, path))
         } else {
-            Err(Error::Format(format!(
-                "{}: not a .cact file (first bytes are not \"CACT\") and not a model folder",
-                path.display()
-            )))
+            Err(not_cact(path, bytes))
         }
     } else {
         Err(Error::Io(format!("{}: no such file or folder", path.display())))
@@ -54,7 +51,7 @@ pub fn open_cact(path: &Path) -> Result<CactFile> {
         } else {
             String::new()
         };
-        return Err(Error::Input(format!("{} is a folder, not a .cact model file{hint}", path.display())));
+        return Err(Error::Input(format!("{} is a folder, not a .cact file{hint}", path.display())));
     }
     if !path.exists() {
         return Err(Error::Io(format!("{}: no such file", path.display())));
@@ -62,16 +59,21 @@ pub fn open_cact(path: &Path) -> Result<CactFile> {
     let blob = map_file(path)?;
     let bytes: &[u8] = (*blob).as_ref();
     if !is_cact(bytes) {
-        let what = if bytes.starts_with(b"GGUF") {
-            "a GGUF file, not a .cact model file (`saguaro convert` turns it into one)"
-        } else if bytes.is_empty() {
-            "empty, not a .cact model file"
-        } else {
-            "not a .cact model file (its first bytes are not \"CACT\")"
-        };
-        return Err(Error::Format(format!("{} is {what}", path.display())));
+        return Err(not_cact(path, bytes));
     }
     CactFile::parse(blob).map_err(|e| with_path(e, path))
+}
+
+/// The error for a file that is not a `.cact`: what it is instead, when that is clear.
+fn not_cact(path: &Path, bytes: &[u8]) -> Error {
+    let what = if bytes.starts_with(b"GGUF") {
+        " is a GGUF file, not a .cact file (`saguaro convert` turns it into one)"
+    } else if bytes.is_empty() {
+        " is empty: not a .cact file"
+    } else {
+        ": not a .cact file (its first bytes are not \"CACT\") and not a model folder"
+    };
+    Error::Format(format!("{}{what}", path.display()))
 }
 
 /// Checks the checksums of the `.cact` file at `path` (see [`CactFile::check_integrity`]);

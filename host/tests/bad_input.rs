@@ -229,7 +229,7 @@ fn errors_name_the_file_and_what_to_do() {
     assert_eq!(r.code, Some(0), "{r:?}");
     let (folder, gguf) = (chat_model(), fixtures().join("gguf/hybrid-gqa-f32.gguf"));
     let cases: Vec<(Vec<&str>, &str, &str)> = vec![
-        (vec!["info", s(&folder)], "", "is a folder, not a .cact model file"),
+        (vec!["info", s(&folder)], "", "is a folder, not a .cact file"),
         (vec!["info", s(&gguf)], "", "is a GGUF file"),
         (vec!["convert", s(&cact), "-o", "/tmp/never.cact"], "", "is already a .cact model file"),
         (vec!["verify", s(&folder)], "", "has no checksums"),
