@@ -257,6 +257,15 @@ fn errors_name_the_file_and_what_to_do() {
     b[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&bad, &b).unwrap();
     assert_error(&run(&["convert", s(&bad), "-o", s(&dir.join("x.cact"))], ""), "metadata key #0");
+    // Bytes 56..64: the length of the first value (a string), too long but inside the file: the
+    // error comes at the next key, and names this value too.
+    let mut b = good.clone();
+    b[56..64].copy_from_slice(&1_000_000u64.to_le_bytes());
+    std::fs::write(&bad, &b).unwrap();
+    assert_error(
+        &run(&["convert", s(&bad), "-o", s(&dir.join("x.cact"))], ""),
+        "the value before it, metadata `general.architecture` at offset 52",
+    );
     // Bytes 8..16: the tensor count.
     let mut b = good.clone();
     b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
