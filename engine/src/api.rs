@@ -65,14 +65,47 @@ impl Message {
     }
 }
 
+/// Largest positive `temperature`: far past any useful value (the distribution is already
+/// uniform to f32 precision), small enough that `logit / temperature` stays meaningful.
+pub const MAX_TEMPERATURE: f32 = 100.0;
+/// Smallest positive `temperature`: below it `logit / temperature` can overflow f32 and the
+/// softmax turns into NaNs. Use 0 for greedy decoding.
+pub const MIN_TEMPERATURE: f32 = 1e-3;
+/// Largest `top_k`: above every vocabulary (a `top_k` at or above the vocabulary size keeps every
+/// token, like 0). Also keeps the accepted range the same on 32-bit WebAssembly and 64-bit hosts.
+pub const MAX_TOP_K: usize = 1 << 20;
+/// `repetition_penalty` range: outside it, dividing logits by it can overflow f32.
+pub const MIN_REPETITION_PENALTY: f32 = 0.01;
+pub const MAX_REPETITION_PENALTY: f32 = 100.0;
+/// Default limit on a request's size (the JSON text, or the strings of a request object):
+/// every surface refuses larger requests before any work.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// Checks a sampling temperature: 0 (greedy) or in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]].
+/// The one rule for every surface (requests, `generate`, `generateTokens`, `generate-tokens`).
+pub fn check_temperature(temperature: f32) -> Result<()> {
+    temperature_problem(temperature).map_or(Ok(()), |why| Err(Error::Input(why)))
+}
+
+fn temperature_problem(temperature: f32) -> Option<String> {
+    if temperature == 0.0 || (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&temperature) {
+        None
+    } else {
+        Some(format!(
+            "temperature {temperature} is out of range: use 0 (greedy) or a value from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}"
+        ))
+    }
+}
+
 /// Generation options. Every field is optional; missing ones take the model's defaults
-/// ([`GenerationDefaults`]).
+/// ([`GenerationDefaults`]). Out-of-range values are refused (never clamped), on every surface:
+/// see [`Options::resolve`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Options {
-    /// 0 = greedy. Must be finite and >= 0.
+    /// 0 = greedy, else in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
-    /// Keep the k most likely tokens; 0 = off.
+    /// Keep the k most likely tokens; 0 = off; at most [`MAX_TOP_K`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
     /// Nucleus sampling, in (0, 1]; 1 = off.
@@ -81,7 +114,8 @@ pub struct Options {
     /// Drop tokens less likely than `min_p` times the most likely one, in [0, 1]; 0 = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_p: Option<f32>,
-    /// > 0; 1 = off. Applied over the last [`SamplingParams::repetition_window`] tokens.
+    /// In [[`MIN_REPETITION_PENALTY`], [`MAX_REPETITION_PENALTY`]]; 1 = off. Applied over the last
+    /// [`SamplingParams::repetition_window`] tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repetition_penalty: Option<f32>,
     /// Most new tokens to generate (the end-of-turn token counts).
@@ -112,9 +146,44 @@ pub struct Request {
 }
 
 impl Request {
-    /// Parses request JSON; a syntax or type error is an [`Error::Input`].
+    /// Parses request JSON; a syntax or type error is an [`Error::Input`]. Text over
+    /// [`DEFAULT_MAX_REQUEST_BYTES`] is refused before parsing ([`Request::from_json_limited`]
+    /// takes another limit).
     pub fn from_json(text: &str) -> Result<Request> {
+        Self::from_json_limited(text, DEFAULT_MAX_REQUEST_BYTES)
+    }
+
+    /// [`Request::from_json`] with a size limit of `max_bytes`.
+    pub fn from_json_limited(text: &str, max_bytes: usize) -> Result<Request> {
+        check_request_size(text.len(), max_bytes)?;
         serde_json::from_str(text).map_err(|e| Error::Input(format!("request is not valid JSON for the schema: {e}")))
+    }
+
+    /// Bytes of text the request carries: every string (contents, tool calls, tool schemas,
+    /// other message fields, keys included) and one byte per other value. A lower bound of its
+    /// JSON size, computed without serializing (a request object from JS has no JSON text).
+    pub fn text_bytes(&self) -> usize {
+        fn value_bytes(v: &Value) -> usize {
+            match v {
+                Value::String(s) => s.len(),
+                Value::Array(a) => a.iter().map(value_bytes).sum::<usize>() + 1,
+                Value::Object(o) => o.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>() + 1,
+                _ => 1,
+            }
+        }
+        let messages: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.role.len()
+                    + m.content.as_ref().map_or(0, value_bytes)
+                    + m.tool_calls.iter().flatten().map(value_bytes).sum::<usize>()
+                    + m.extra.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>()
+            })
+            .sum();
+        let tools: usize = self.tools.iter().flatten().map(value_bytes).sum();
+        let stops: usize = self.options.stop_sequences.iter().map(String::len).sum();
+        messages + tools + stops
     }
 
     /// Checks roles, contents, tool calls and tool schemas; returns the declared tool names.
@@ -130,7 +199,16 @@ impl Request {
                 )));
             }
             match &m.content {
-                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                // An assistant turn may consist of tool calls only; every other turn is text.
+                None | Some(Value::Null) if m.role == "assistant" && m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {}
+                None | Some(Value::Null) => {
+                    return Err(Error::Input(format!(
+                        "messages[{i}].content is missing or null: {} messages need a string{}",
+                        m.role,
+                        if m.role == "assistant" { ", a list of content parts or tool_calls" } else { " or a list of content parts" }
+                    )))
+                }
+                Some(Value::String(_)) => {}
                 Some(Value::Array(parts)) => {
                     if let Some(j) = parts.iter().position(|p| !p.is_object() && !p.is_string()) {
                         return Err(Error::Input(format!("messages[{i}].content[{j}]: a content part must be an object or a string")));
@@ -155,6 +233,17 @@ impl Request {
         }
         Ok(names)
     }
+}
+
+/// Refuses a request of `bytes` bytes when it is over `max_bytes`.
+pub fn check_request_size(bytes: usize, max_bytes: usize) -> Result<()> {
+    if bytes > max_bytes {
+        return Err(Error::Input(format!(
+            "the request is {bytes} bytes, more than the limit of {max_bytes} bytes ({:.1} MiB)",
+            max_bytes as f64 / (1024.0 * 1024.0)
+        )));
+    }
+    Ok(())
 }
 
 /// The name of a tool schema (OpenAI-style or bare), after checking its shape.
@@ -360,10 +449,10 @@ impl GenerationDefaults {
         let mut d = GenerationDefaults::default();
         let Some(Value::Object(c)) = config else { return d };
         let f = |k: &str| c.get(k).and_then(Value::as_f64).filter(|x| x.is_finite()).map(|x| x as f32);
-        if let Some(t) = f("temperature").filter(|t| *t >= 0.0) {
+        if let Some(t) = f("temperature").filter(|t| check_temperature(*t).is_ok()) {
             d.temperature = t;
         }
-        if let Some(k) = c.get("top_k").and_then(Value::as_u64) {
+        if let Some(k) = c.get("top_k").and_then(Value::as_u64).filter(|k| *k <= MAX_TOP_K as u64) {
             d.top_k = k as usize;
         }
         if let Some(p) = f("top_p").filter(|p| *p > 0.0 && *p <= 1.0) {
@@ -372,7 +461,7 @@ impl GenerationDefaults {
         if let Some(p) = f("min_p").filter(|p| (0.0..=1.0).contains(p)) {
             d.min_p = p;
         }
-        if let Some(r) = f("repetition_penalty").filter(|r| *r > 0.0) {
+        if let Some(r) = f("repetition_penalty").filter(|r| (MIN_REPETITION_PENALTY..=MAX_REPETITION_PENALTY).contains(r)) {
             d.repetition_penalty = r;
         }
         if let Some(m) = c.get("max_new_tokens").and_then(Value::as_u64).filter(|m| *m > 0) {
@@ -396,12 +485,17 @@ pub struct ResolvedOptions {
 }
 
 impl Options {
-    /// Applies `defaults` and validates every value.
+    /// Applies `defaults` and validates every value. Values out of their documented range are
+    /// refused with an error naming the option (never clamped: a request means what it says).
     pub fn resolve(&self, defaults: &GenerationDefaults) -> Result<ResolvedOptions> {
         let bad = |what: String| Err(Error::Input(format!("options.{what}")));
         let temperature = self.temperature.unwrap_or(defaults.temperature);
-        if !(temperature.is_finite() && temperature >= 0.0) {
-            return bad(format!("temperature {temperature} must be a finite number >= 0"));
+        if let Some(why) = temperature_problem(temperature) {
+            return bad(why);
+        }
+        let top_k = self.top_k.unwrap_or(defaults.top_k);
+        if top_k > MAX_TOP_K {
+            return bad(format!("top_k {top_k} is more than {MAX_TOP_K}: use 0 to keep every token"));
         }
         let top_p = self.top_p.unwrap_or(defaults.top_p);
         if !(top_p > 0.0 && top_p <= 1.0) {
@@ -412,8 +506,10 @@ impl Options {
             return bad(format!("min_p {min_p} must be in [0, 1]"));
         }
         let repetition_penalty = self.repetition_penalty.unwrap_or(defaults.repetition_penalty);
-        if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
-            return bad(format!("repetition_penalty {repetition_penalty} must be a finite number > 0"));
+        if !(MIN_REPETITION_PENALTY..=MAX_REPETITION_PENALTY).contains(&repetition_penalty) {
+            return bad(format!(
+                "repetition_penalty {repetition_penalty} is out of range: use a value from {MIN_REPETITION_PENALTY} to {MAX_REPETITION_PENALTY} (1 = off)"
+            ));
         }
         let confidence_threshold = self.confidence_threshold.unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD);
         if !(0.0..=1.0).contains(&confidence_threshold) {
@@ -425,7 +521,7 @@ impl Options {
         Ok(ResolvedOptions {
             sampling: SamplingParams {
                 temperature,
-                top_k: self.top_k.unwrap_or(defaults.top_k),
+                top_k,
                 top_p,
                 min_p,
                 repetition_penalty,
@@ -498,6 +594,62 @@ mod tests {
         ] {
             assert!(bad.resolve(&d).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn out_of_range_sampling_values_are_refused_with_the_option_named() {
+        let d = GenerationDefaults::default();
+        let cases = [
+            (Options { temperature: Some(1e6), ..Default::default() }, "options.temperature"),
+            (Options { temperature: Some(1e-30), ..Default::default() }, "options.temperature"),
+            (Options { temperature: Some(f32::INFINITY), ..Default::default() }, "options.temperature"),
+            (Options { top_k: Some(usize::MAX), ..Default::default() }, "options.top_k"),
+            (Options { top_k: Some(MAX_TOP_K + 1), ..Default::default() }, "options.top_k"),
+            (Options { repetition_penalty: Some(1e-30), ..Default::default() }, "options.repetition_penalty"),
+            (Options { repetition_penalty: Some(1e9), ..Default::default() }, "options.repetition_penalty"),
+        ];
+        for (o, needle) in cases {
+            let e = o.resolve(&d).unwrap_err();
+            assert_eq!(e.code(), "input");
+            assert!(e.to_string().contains(needle), "{o:?}: {e}");
+        }
+        // The edges are accepted.
+        for o in [
+            Options { temperature: Some(0.0), top_k: Some(MAX_TOP_K), ..Default::default() },
+            Options { temperature: Some(MIN_TEMPERATURE), repetition_penalty: Some(MIN_REPETITION_PENALTY), ..Default::default() },
+            Options { temperature: Some(MAX_TEMPERATURE), repetition_penalty: Some(MAX_REPETITION_PENALTY), ..Default::default() },
+        ] {
+            assert!(o.resolve(&d).is_ok(), "{o:?}");
+        }
+        // generation_config values out of range are ignored (the model's file is not the caller's fault).
+        let g = GenerationDefaults::from_generation_config(Some(&json!({"temperature": 1e9, "top_k": 1u64 << 40})));
+        assert_eq!((g.temperature, g.top_k), (LFM2_TEMPERATURE, 0));
+        assert!(check_temperature(-0.5).is_err() && check_temperature(f32::NAN).is_err() && check_temperature(0.7).is_ok());
+    }
+
+    #[test]
+    fn null_or_missing_content_is_a_schema_error() {
+        for (c, needle) in [
+            (r#"{"messages": [{"role": "user", "content": null}]}"#, "messages[0].content is missing or null: user messages need a string"),
+            (r#"{"messages": [{"role": "user"}]}"#, "messages[0].content is missing or null"),
+            (r#"{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": null}]}"#, "messages[1].content is missing or null: assistant messages need"),
+        ] {
+            let e = Request::from_json(c).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(needle), "{c}: {e}");
+        }
+        // An assistant turn made only of tool calls needs no content.
+        let ok = r#"{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": null, "tool_calls": [{"name": "f"}]}]}"#;
+        assert!(Request::from_json(ok).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn requests_over_the_size_limit_are_refused_before_parsing() {
+        let big = format!(r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#, "a".repeat(100));
+        let e = Request::from_json_limited(&big, 64).unwrap_err();
+        assert!(e.to_string().contains("more than the limit of 64 bytes"), "{e}");
+        let r = Request::from_json_limited(&big, 1000).unwrap();
+        assert!(r.text_bytes() >= 100 && r.text_bytes() <= big.len(), "{}", r.text_bytes());
+        assert!(Request::from_json("not json").is_err());
     }
 
     #[test]

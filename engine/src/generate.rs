@@ -1,6 +1,11 @@
 //! Token generation over the forward pass: prefill the prompt once, then decode one token
 //! at a time reusing the state (no recomputation of the prefix).
+//!
+//! Running out of context is a way to finish, not an error (as in chat sessions): generation
+//! stops with [`FinishReason::ContextFull`] and returns the tokens made so far. Only a prompt
+//! that does not fit at all is an error.
 
+use crate::api::{check_temperature, FinishReason};
 use crate::error::{Error, Result};
 use crate::math::{argmax, softmax_inplace};
 use crate::model::{LogitsMode, Model, State};
@@ -24,37 +29,75 @@ impl Default for GenerateOptions {
     }
 }
 
+/// The tokens [`generate_with_reason`] made and why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    /// `Length` (max_tokens reached), `Stop` (an end-of-sequence id with `stop_on_eos`),
+    /// `Cancelled` (`on_token` returned false) or `ContextFull`.
+    pub finish: FinishReason,
+}
+
 /// Generates up to `opts.max_tokens` tokens after `prompt`, continuing from `state`
 /// (which may already hold a prefix). `on_token` sees each new id; returning `false`
-/// stops generation early.
+/// stops generation early. Returns only the tokens; see [`generate_with_reason`].
 pub fn generate(
     model: &Model,
     state: &mut State,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
-        return Err(Error::Input(format!("temperature {} must be a finite number >= 0", opts.temperature)));
+    generate_with_reason(model, state, prompt, opts, on_token).map(|g| g.tokens)
+}
+
+/// [`generate`] with the reason it stopped. When the context fills before `max_tokens`, the
+/// tokens made so far are returned with [`FinishReason::ContextFull`]; a prompt that does not
+/// fit in the context at all is an [`Error::ContextFull`].
+pub fn generate_with_reason(
+    model: &Model,
+    state: &mut State,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated> {
+    check_temperature(opts.temperature)?;
+    let max = model.config.max_position_embeddings;
+    if state.pos + prompt.len() > max {
+        return Err(Error::ContextFull(format!(
+            "the prompt has {} tokens{}, the context holds {max}",
+            prompt.len(),
+            if state.pos > 0 { format!(" after {} cached ones", state.pos) } else { String::new() }
+        )));
     }
     let mut rng = SplitMix64::new(opts.seed);
     let mut out = Vec::with_capacity(opts.max_tokens.min(4096));
     if opts.max_tokens == 0 {
         model.forward(state, prompt, LogitsMode::None)?;
-        return Ok(out);
+        return Ok(Generated { tokens: out, finish: FinishReason::Length });
     }
     let mut logits = model.forward(state, prompt, LogitsMode::Last)?;
-    loop {
+    let finish = loop {
         let next = pick(&mut logits, opts.temperature, &mut rng);
         out.push(next);
         let keep_going = on_token(next);
         let is_eos = model.config.eos_token_ids.contains(&next);
-        if !keep_going || out.len() == opts.max_tokens || (opts.stop_on_eos && is_eos) {
-            break;
+        if !keep_going {
+            break FinishReason::Cancelled;
+        }
+        if out.len() == opts.max_tokens {
+            break FinishReason::Length;
+        }
+        if opts.stop_on_eos && is_eos {
+            break FinishReason::Stop;
+        }
+        // The token just picked would take the position past the context.
+        if state.pos >= max {
+            break FinishReason::ContextFull;
         }
         logits = model.forward(state, &[next], LogitsMode::Last)?;
-    }
-    Ok(out)
+    };
+    Ok(Generated { tokens: out, finish })
 }
 
 /// Greedy when `temperature == 0`; otherwise samples from `softmax(logits / temperature)`.

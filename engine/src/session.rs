@@ -58,7 +58,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::{FinishReason, FunctionCall, GenerationDefaults, Request, ResolvedOptions, Response, TokenEvent};
+use crate::api::{
+    check_request_size, FinishReason, FunctionCall, GenerationDefaults, Request, ResolvedOptions, Response, TokenEvent,
+    DEFAULT_MAX_REQUEST_BYTES,
+};
 use crate::chat::{self, ChatTemplate, TemplateVars, LFM2_TEMPLATE};
 use crate::error::{Error, Result};
 use crate::model::{LogitsMode, Model, State};
@@ -68,6 +71,14 @@ use crate::tokenizer::{StreamDecoder, Tokenizer};
 /// Prompt tokens per forward call during prefill: cancellation is checked between chunks (the
 /// forward pass gives the same bits however a prompt is cut).
 const PREFILL_CHUNK: usize = 256;
+
+/// Bytes of prompt text tokenized at a time while counting a long prompt's tokens: the count
+/// stops as soon as it passes the context, so memory and time follow the context, not the input.
+const COUNT_CHUNK_BYTES: usize = 16 << 10;
+/// Tokens a cut between two counting chunks may add (a token split in two, a merge lost).
+/// Cuts are made before a space that starts a word, where pre-tokenizers split anyway, so
+/// this is slack for unusual tokenizers.
+const COUNT_SLACK_PER_CUT: usize = 8;
 
 /// Time as the host sees it.
 pub trait Clock: Send + Sync {
@@ -110,6 +121,50 @@ pub struct ChatModel {
     pub eos_ids: Vec<u32>,
     pub tool_call_start: Option<u32>,
     pub tool_call_end: Option<u32>,
+    /// UTF-8 length of the longest token string of the vocabulary (added tokens included): no
+    /// token stands for more bytes of text, so a text of n bytes has at least n / this tokens.
+    pub max_token_bytes: usize,
+    /// Fewest tokens the chat template adds for each message (its role markers), measured when
+    /// the model is loaded; 0 when the template does not render every message on its own (it
+    /// merges or skips messages, or refuses the probe conversations). A request with n messages
+    /// has at least n times this many prompt tokens, known before rendering anything.
+    pub min_tokens_per_message: usize,
+    /// The template writes a user message's text into the prompt (checked when the model is
+    /// loaded): then the bytes of the user messages' text bound the prompt's tokens from below
+    /// before rendering.
+    pub renders_user_text: bool,
+}
+
+/// See [`ChatModel::min_tokens_per_message`]: for each role, the tokens that a second and a
+/// third empty message of that role add to the rendered conversation; the least of all.
+fn min_tokens_per_message(template: &ChatTemplate, tokenizer: &Tokenizer) -> usize {
+    let vars = TemplateVars { special_tokens: tokenizer.special_tokens().to_vec(), unix_seconds: None };
+    let mut least = usize::MAX;
+    for role in ["system", "user", "assistant", "tool"] {
+        let mut counts = [0usize; 3];
+        for (n, count) in counts.iter_mut().enumerate() {
+            let messages = vec![serde_json::json!({"role": role, "content": ""}); n + 1];
+            let tokens = template.render(&messages, None, false, &vars).and_then(|text| tokenizer.encode(&text));
+            match tokens {
+                Ok(ids) => *count = ids.len(),
+                Err(_) => return 0,
+            }
+        }
+        least = least.min(counts[1].saturating_sub(counts[0])).min(counts[2].saturating_sub(counts[1]));
+    }
+    if least == usize::MAX {
+        0
+    } else {
+        least
+    }
+}
+
+/// See [`ChatModel::renders_user_text`].
+fn renders_user_text(template: &ChatTemplate, tokenizer: &Tokenizer) -> bool {
+    const PROBE: &str = "saguaro probe: 7f3a9c";
+    let vars = TemplateVars { special_tokens: tokenizer.special_tokens().to_vec(), unix_seconds: None };
+    let messages = [serde_json::json!({"role": "user", "content": PROBE})];
+    template.render(&messages, None, true, &vars).is_ok_and(|text| text.contains(PROBE))
 }
 
 /// The chat template of a model file: the manifest's, else tokenizer_config.json's
@@ -157,7 +212,21 @@ impl ChatModel {
         eos_ids.dedup();
         let tool_call_start = tokenizer.token_id(chat::TOOL_CALL_START);
         let tool_call_end = tokenizer.token_id(chat::TOOL_CALL_END);
-        Ok(Arc::new(ChatModel { model, tokenizer, template, defaults, eos_ids, tool_call_start, tool_call_end }))
+        let max_token_bytes = tokenizer.inner().get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1);
+        let min_tokens_per_message = min_tokens_per_message(&template, &tokenizer);
+        let renders_user_text = renders_user_text(&template, &tokenizer);
+        Ok(Arc::new(ChatModel {
+            model,
+            tokenizer,
+            template,
+            defaults,
+            eos_ids,
+            tool_call_start,
+            tool_call_end,
+            max_token_bytes,
+            min_tokens_per_message,
+            renders_user_text,
+        }))
     }
 
     /// The prompt text of a request (the template rendered with a generation prompt).
@@ -168,9 +237,70 @@ impl ChatModel {
         self.template.render(&messages, request.tools.as_deref(), true, &vars)
     }
 
-    /// The prompt token ids of a request.
+    /// The prompt token ids of a request. A prompt longer than the context is an
+    /// [`Error::ContextFull`], found at a cost that follows the context rather than the input
+    /// (tokenizing a whole 50 MB prompt takes gigabytes and tens of seconds):
+    /// - at most one token per byte: a text no longer than the context in bytes fits;
+    /// - at least one token per [`ChatModel::max_token_bytes`] bytes (halved, for normalizers
+    ///   that shrink text): a text longer than that bound is refused without tokenizing;
+    /// - otherwise the text is tokenized in chunks with a running count that stops as soon as
+    ///   it passes the context; only a prompt that fits is then tokenized whole.
     pub fn prompt_tokens(&self, request: &Request, unix_seconds: Option<i64>) -> Result<Vec<u32>> {
+        let context = self.model.config.max_position_embeddings;
+        // Before rendering (which costs time and memory per message and per byte): the messages'
+        // markers alone, and the user messages' text alone.
+        let at_least = request.messages.len().saturating_mul(self.min_tokens_per_message);
+        if at_least > context {
+            return Err(Error::ContextFull(format!(
+                "the prompt has at least {at_least} tokens ({} messages of at least {} tokens each), the context holds {context}",
+                request.messages.len(),
+                self.min_tokens_per_message
+            )));
+        }
+        if self.renders_user_text {
+            let user_bytes: usize = request
+                .messages
+                .iter()
+                .filter(|m| m.role == "user")
+                .filter_map(|m| m.content.as_ref().and_then(Value::as_str))
+                .map(str::len)
+                .sum();
+            let at_least = user_bytes / (2 * self.max_token_bytes);
+            if at_least > context {
+                return Err(Error::ContextFull(format!(
+                    "the prompt has at least {at_least} tokens ({user_bytes} bytes of user text), the context holds {context}"
+                )));
+            }
+        }
         let text = self.render(request, unix_seconds)?;
+        // Short prompts are tokenized once, below; long ones are counted in chunks first.
+        if text.len() > context && text.len() > COUNT_CHUNK_BYTES {
+            let at_least = text.len() / (2 * self.max_token_bytes);
+            if at_least > context {
+                return Err(Error::ContextFull(format!(
+                    "the prompt has at least {at_least} tokens ({} bytes of text), the context holds {context}",
+                    text.len()
+                )));
+            }
+            let mut counted = 0usize;
+            let mut rest = text.as_str();
+            let mut cuts = 0usize;
+            while !rest.is_empty() {
+                let cut = count_chunk_end(rest, COUNT_CHUNK_BYTES);
+                counted += self.tokenizer.encode(&rest[..cut])?.len();
+                rest = &rest[cut..];
+                if !rest.is_empty() {
+                    cuts += 1;
+                }
+                if counted > context + cuts * COUNT_SLACK_PER_CUT {
+                    return Err(Error::ContextFull(format!(
+                        "the prompt has more than {context} tokens ({counted} in its first {} of {} bytes), the context holds {context}",
+                        text.len() - rest.len(),
+                        text.len()
+                    )));
+                }
+            }
+        }
         self.tokenizer.encode(&text)
     }
 }
@@ -207,6 +337,9 @@ pub struct Session {
     pub keep_snapshots: bool,
     /// Requests started so far (a [`Completion`] remembers its number).
     completions: u64,
+    /// Largest request accepted, in bytes (JSON text, or [`Request::text_bytes`] of a request
+    /// object); default [`DEFAULT_MAX_REQUEST_BYTES`].
+    pub max_request_bytes: usize,
 }
 
 /// Holds back text that could start a stop sequence; finds the first complete one.
@@ -354,6 +487,28 @@ impl OutputProcessor {
     }
 }
 
+/// Where to end a counting chunk of at most about `max` bytes of `text`: before a space that
+/// follows a non-space and precedes a non-space (a word boundary every pre-tokenizer keeps),
+/// else at a character boundary.
+fn count_chunk_end(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let bytes = text.as_bytes();
+    let lo = max / 2;
+    let word_start = (lo.max(1)..max)
+        .rev()
+        .find(|&i| bytes[i] == b' ' && !bytes[i - 1].is_ascii_whitespace() && i + 1 < bytes.len() && !bytes[i + 1].is_ascii_whitespace());
+    if let Some(i) = word_start {
+        return i;
+    }
+    let mut i = max;
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -361,7 +516,16 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 impl Session {
     pub fn new(chat: Arc<ChatModel>) -> Self {
         let state = chat.model.new_state();
-        Session { chat, state, tokens: Vec::new(), snapshot: None, hooks: Hooks::default(), keep_snapshots: true, completions: 0 }
+        Session {
+            chat,
+            state,
+            tokens: Vec::new(),
+            snapshot: None,
+            hooks: Hooks::default(),
+            keep_snapshots: true,
+            completions: 0,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
     }
 
     /// Sets the host hooks (clock, memory probe).
@@ -473,7 +637,7 @@ impl Session {
 
     /// Parses request JSON and runs [`Session::complete`].
     pub fn complete_json(&mut self, request_json: &str, on_token: impl FnMut(&TokenEvent) -> bool, cancel: &AtomicBool) -> Response {
-        match Request::from_json(request_json) {
+        match Request::from_json_limited(request_json, self.max_request_bytes) {
             Ok(r) => self.complete(&r, on_token, cancel),
             Err(e) => Response::failure(&e),
         }
@@ -514,6 +678,7 @@ impl Session {
     pub fn start(&mut self, request: &Request) -> Result<Completion> {
         let t0 = self.hooks.now_ms();
         let chat = Arc::clone(&self.chat);
+        check_request_size(request.text_bytes(), self.max_request_bytes)?;
         let declared = request.validate()?;
         let opts = request.options.resolve(&chat.defaults)?;
         let unix = self.hooks.clock.as_ref().and_then(|c| c.unix_seconds());
@@ -790,6 +955,22 @@ mod tests {
         }
         let rest = m.finish();
         (out, false, rest)
+    }
+
+    #[test]
+    fn counting_chunks_end_before_a_word_or_on_a_character_boundary() {
+        assert_eq!(count_chunk_end("short", 16), 5);
+        let text = "aaaa bbbb cccc dddd";
+        let cut = count_chunk_end(text, 12);
+        assert_eq!(&text[cut..], " cccc dddd");
+        // Double spaces are not cut (pre-tokenizers group whitespace runs).
+        let text = "aaaaaa  bbbbbbbbb";
+        assert_eq!(count_chunk_end(text, 12), 12);
+        // No space at all: the last character boundary at or before the limit.
+        let text = "ééééééééé";
+        let cut = count_chunk_end(text, 7);
+        assert_eq!(cut, 6);
+        assert!(text.is_char_boundary(cut));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `saguaro convert` and `saguaro synth`: write `.cact` files from Hugging Face folders, GGUF
-//! files or synthetic weights, streaming tensor by tensor, with a progress bar.
+//! files or synthetic weights, streaming tensor by tensor, with a progress bar. The output is
+//! never one of the inputs and is written whole or not at all ([`crate::output`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use saguaro_engine::convert::{convert, Extras, Quant};
@@ -13,9 +14,14 @@ use saguaro_engine::{Error, Lfm2Config, Result};
 use serde_json::Value;
 
 use crate::loader::{map_file, HfFolder};
+use crate::output::{check_output, PartialOutput};
 
-/// Converts `src` (a Hugging Face folder or a GGUF file) to a `.cact` at `out`.
+/// Converts `src` (a Hugging Face folder or a GGUF file) to a `.cact` at `out`. Refuses an
+/// `out` that is `src`, a link to it, or inside it, before reading anything.
 pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -> Result<()> {
+    if src.exists() {
+        check_output(out, &[src])?;
+    }
     if src.is_dir() {
         let folder = HfFolder::open(src)?;
         let source = folder.source()?;
@@ -23,8 +29,14 @@ pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -
     } else if src.is_file() {
         let blob = map_file(src)?;
         let bytes: &[u8] = (*blob).as_ref();
-        if bytes.starts_with(b"GGUF") {
-            let gguf = crate::gguf::GgufFile::parse(bytes)?;
+        if saguaro_engine::format::is_cact(bytes) {
+            Err(Error::Input(format!(
+                "{} is already a .cact model file: convert reads a Hugging Face model folder or a GGUF file \
+                 (`saguaro info` describes a .cact file)",
+                src.display()
+            )))
+        } else if bytes.starts_with(b"GGUF") {
+            let gguf = crate::gguf::GgufFile::parse(bytes).map_err(|e| with_source(e, src))?;
             let config = gguf.lfm2_config()?;
             let extras = Extras { source: Some(src.display().to_string()), ..Extras::default() };
             write_cact(out, &config, &gguf, quant, &extras, show_progress)
@@ -36,9 +48,18 @@ pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -
     }
 }
 
+/// Names the GGUF file in a format error (the reader's messages name only the field).
+fn with_source(e: Error, src: &Path) -> Error {
+    match e {
+        Error::Format(m) => Error::Format(format!("{}: {m}", src.display())),
+        other => other,
+    }
+}
+
 /// Writes a synthetic model of a published shape.
 pub fn synth(shape: &str, quant: Quant, seed: u64, out: &Path, show_progress: bool) -> Result<()> {
     let config_json = shape_config(shape)?;
+    check_output(out, &[])?;
     let config = Lfm2Config::from_json(&config_json)?;
     let source = SynthSource::new(&config, seed);
     let extras = Extras { source: Some(format!("synthetic {shape}, seed {seed}")), ..Extras::default() };
@@ -46,7 +67,8 @@ pub fn synth(shape: &str, quant: Quant, seed: u64, out: &Path, show_progress: bo
 }
 
 /// Streams a conversion into `out` through a temporary file renamed on success, so a
-/// failed conversion never leaves a half-written model behind.
+/// failed or interrupted conversion never leaves a half-written model behind (and an existing
+/// `out` is replaced only by a complete file).
 pub fn write_cact(
     out: &Path,
     config: &Value,
@@ -55,9 +77,8 @@ pub fn write_cact(
     extras: &Extras,
     show_progress: bool,
 ) -> Result<()> {
-    let tmp = temp_path(out);
-    let io = |e: std::io::Error| Error::Io(format!("{}: {e}", tmp.display()));
-    let file = File::create(&tmp).map_err(io)?;
+    let partial = PartialOutput::create(out)?;
+    let file = partial.file().try_clone().map_err(|e| partial.io_error(e))?;
     let bar = if show_progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tensors {msg}")
@@ -68,22 +89,15 @@ pub fn write_cact(
         bar.set_position(done as u64);
         bar.set_message(name.to_string());
     })
-    .and_then(|w| w.into_inner().map_err(|e| Error::Io(format!("{}: {}", tmp.display(), e.error()))))
-    .and_then(|f| f.sync_all().map_err(io));
+    .and_then(|w| w.into_inner().map_err(|e| partial.io_error(e.error())));
     bar.finish_and_clear();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, out).map_err(|e| Error::Io(format!("{}: {e}", out.display()))),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-fn temp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".partial-{}", std::process::id()));
-    out.with_file_name(name)
+    // The writer's own I/O errors say "writing model file": name the user's path instead.
+    let file = result.map_err(|e| match e {
+        Error::Io(m) => partial.io_error(m.trim_start_matches("writing model file: ")),
+        other => other,
+    })?;
+    drop(file);
+    partial.commit()
 }
 
 /// Writes `bytes` to `path` (small helper for tests and tools).

@@ -6,7 +6,9 @@
 //!
 //! - [`loader`]: opening models; [`convert`]: writing `.cact` files; [`gguf`]: GGUF reader;
 //!   [`hub`]: Hugging Face downloads; [`kernels`]: CPU detection and SIMD tiers;
-//!   [`threads`]: the thread pool; [`server`]: `saguaro serve`, the OpenAI-compatible server; [`component`] (feature `component`): the wasmtime host
+//!   [`threads`]: the thread pool; [`server`]: `saguaro serve`, the OpenAI-compatible server;
+//!   [`output`]: output files that never replace an input and never stay half-written;
+//!   [`component`] (feature `component`): the wasmtime host
 //!   that runs the WASI component guest.
 
 pub mod hub;
@@ -18,6 +20,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod loader;
 pub mod server;
+pub mod output;
 pub mod threads;
 
 pub use loader::load_model;

@@ -35,14 +35,57 @@ pub fn load_model_portable(path: &Path) -> Result<Model> {
             let file = CactFile::parse(blob).map_err(|e| with_path(e, path))?;
             Model::from_cact(&file).map_err(|e| with_path(e, path))
         } else {
-            Err(Error::Format(format!(
-                "{}: not a .cact file (first bytes are not \"CACT\") and not a model folder",
-                path.display()
-            )))
+            Err(not_cact(path, bytes))
         }
     } else {
         Err(Error::Io(format!("{}: no such file or folder", path.display())))
     }
+}
+
+/// Opens and validates a `.cact` file; errors name the path and say what it is instead (a
+/// folder, another kind of file).
+pub fn open_cact(path: &Path) -> Result<CactFile> {
+    if path.is_dir() {
+        let hint = if path.join("config.json").is_file() {
+            format!(" (a Hugging Face model folder: `saguaro convert {} -o model.cact` makes one)", path.display())
+        } else {
+            String::new()
+        };
+        return Err(Error::Input(format!("{} is a folder, not a .cact file{hint}", path.display())));
+    }
+    if !path.exists() {
+        return Err(Error::Io(format!("{}: no such file", path.display())));
+    }
+    let blob = map_file(path)?;
+    let bytes: &[u8] = (*blob).as_ref();
+    if !is_cact(bytes) {
+        return Err(not_cact(path, bytes));
+    }
+    CactFile::parse(blob).map_err(|e| with_path(e, path))
+}
+
+/// The error for a file that is not a `.cact`: what it is instead, when that is clear.
+fn not_cact(path: &Path, bytes: &[u8]) -> Error {
+    let what = if bytes.starts_with(b"GGUF") {
+        " is a GGUF file, not a .cact file (`saguaro convert` turns it into one)"
+    } else if bytes.is_empty() {
+        " is empty: not a .cact file"
+    } else {
+        ": not a .cact file (its first bytes are not \"CACT\") and not a model folder"
+    };
+    Error::Format(format!("{}{what}", path.display()))
+}
+
+/// Checks the checksums of the `.cact` file at `path` (see [`CactFile::check_integrity`]);
+/// returns the number of regions checked. A folder has no checksums: an error.
+pub fn verify_file(path: &Path) -> Result<usize> {
+    if path.is_dir() {
+        return Err(Error::Input(format!(
+            "{} is a model folder, which has no checksums: verifying needs a .cact file",
+            path.display()
+        )));
+    }
+    open_cact(path)?.check_integrity().map_err(|e| with_path(e, path))
 }
 
 /// Memory-maps a file read-only.

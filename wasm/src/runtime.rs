@@ -174,7 +174,8 @@ impl Runtime {
     }
 
     /// New tokens after `ids` from a fresh state (what `saguaro generate` prints). `on_token`
-    /// returning false stops early.
+    /// returning false stops early. When the context fills before `max_tokens`, the tokens made
+    /// so far are returned (finish reason `context_full`, as in chat), not an error.
     pub fn generate_tokens(&self, ids: &[u32], opts: &GenerateOptions, on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
         self.model.check_tokens(ids)?;
         let mut state = self.model.new_state();

@@ -94,6 +94,37 @@ pub struct TensorEntry {
     pub scales: Option<Span>,
 }
 
+/// The name of the only checksum algorithm: XXH3, 64-bit, seed 0.
+pub const CHECKSUM_ALGORITHM: &str = "xxh3-64";
+
+/// Where a file's checksum table is (docs/format.md, "Checksums"). The table is one
+/// little-endian u64 per region, in this order: the bytes before the end of the manifest
+/// (header and manifest), each tensor of `tensors` in order (its data bytes, then its scale
+/// bytes), then each auxiliary file in byte order of its name. Files written before checksums
+/// existed have no table and stay readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumTable {
+    /// [`CHECKSUM_ALGORITHM`].
+    pub algorithm: String,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// The number of table entries for `tensors` tensors and `files` auxiliary files.
+pub fn checksum_count(tensors: usize, files: usize) -> u64 {
+    1 + tensors as u64 + files as u64
+}
+
+/// What [`CactFile::verify_checksums`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumReport {
+    /// Regions hashed (header and manifest, tensors, files).
+    pub regions: usize,
+    /// Regions whose hash differs from the table: `header and manifest`, `tensor `name``,
+    /// `file `name``.
+    pub mismatches: Vec<String>,
+}
+
 /// The JSON manifest that follows the header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -113,6 +144,9 @@ pub struct Manifest {
     pub producer: Option<Value>,
     /// The tensor table, in file order.
     pub tensors: Vec<TensorEntry>,
+    /// The checksum table (absent in files written before checksums existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<ChecksumTable>,
 }
 
 /// Expected number of data bytes of a tensor, or None on overflow / bad shape.
@@ -140,6 +174,8 @@ pub struct CactFile {
     pub version: u32,
     pub manifest: Manifest,
     index: HashMap<String, usize>,
+    /// End of the manifest: the first checksum region is `[0, manifest_end)`.
+    manifest_end: u64,
 }
 
 impl std::fmt::Debug for CactFile {
@@ -245,6 +281,24 @@ impl CactFile {
         for (name, span) in &manifest.files {
             ranges.push((span.offset, span.length, format!("file {name}")));
         }
+        if let Some(table) = &manifest.checksums {
+            if table.algorithm != CHECKSUM_ALGORITHM {
+                return Err(Error::Format(format!(
+                    "checksum algorithm `{}` is not supported (this build reads {CHECKSUM_ALGORITHM})",
+                    table.algorithm
+                )));
+            }
+            let want = checksum_count(manifest.tensors.len(), manifest.files.len()) * 8;
+            if table.length != want {
+                return Err(Error::Format(format!(
+                    "the checksum table has {} bytes; {} tensors and {} files need {want}",
+                    table.length,
+                    manifest.tensors.len(),
+                    manifest.files.len()
+                )));
+            }
+            ranges.push((table.offset, table.length, "checksum table".to_string()));
+        }
         for (offset, length, what) in &ranges {
             if *offset < data_offset || offset % alignment != 0 {
                 return Err(Error::Format(format!("{what}: offset {offset} is outside the data section or not {alignment}-aligned")));
@@ -257,7 +311,7 @@ impl CactFile {
                 return Err(Error::Format(format!("{} overlaps {}", pair[0].2, pair[1].2)));
             }
         }
-        Ok(CactFile { blob, version, manifest, index })
+        Ok(CactFile { blob, version, manifest, index, manifest_end })
     }
 
     /// The table entry of a tensor.
@@ -277,6 +331,47 @@ impl CactFile {
         Some(&(*self.blob).as_ref()[span.offset as usize..(span.offset + span.length) as usize])
     }
 
+    /// True when the file carries a checksum table.
+    pub fn has_checksums(&self) -> bool {
+        self.manifest.checksums.is_some()
+    }
+
+    /// Hashes every region and compares it with the checksum table. An error when the file has
+    /// no table (written before checksums existed): its data cannot be verified.
+    pub fn verify_checksums(&self) -> Result<ChecksumReport> {
+        let table = self.manifest.checksums.as_ref().ok_or_else(|| {
+            Error::Format(
+                "the file has no checksums (written by a saguaro older than the checksum table): \
+                 its structure is valid but its data cannot be verified; convert it again to add them"
+                    .into(),
+            )
+        })?;
+        let bytes: &[u8] = (*self.blob).as_ref();
+        let stored = &bytes[table.offset as usize..(table.offset + table.length) as usize];
+        let stored: Vec<u64> =
+            stored.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let computed = region_hashes(bytes, &self.manifest, self.manifest_end);
+        let mismatches: Vec<String> =
+            computed.iter().zip(&stored).filter(|((_, got), want)| got != *want).map(|((what, _), _)| what.clone()).collect();
+        Ok(ChecksumReport { regions: computed.len(), mismatches })
+    }
+
+    /// [`CactFile::verify_checksums`] as one result: an error naming the damaged regions.
+    pub fn check_integrity(&self) -> Result<usize> {
+        let report = self.verify_checksums()?;
+        match report.mismatches.as_slice() {
+            [] => Ok(report.regions),
+            bad => {
+                let shown: Vec<&str> = bad.iter().take(3).map(String::as_str).collect();
+                let more = if bad.len() > 3 { format!(" and {} more", bad.len() - 3) } else { String::new() };
+                Err(Error::Format(format!(
+                    "checksum mismatch in {}{more}: the file is damaged (download or convert it again)",
+                    shown.join(", ")
+                )))
+            }
+        }
+    }
+
     /// Total size of the file.
     pub fn len(&self) -> usize {
         (*self.blob).as_ref().len()
@@ -287,9 +382,131 @@ impl CactFile {
     }
 }
 
+/// The hash of each checksum region of a validated file, in table order, with its name.
+fn region_hashes(bytes: &[u8], manifest: &Manifest, manifest_end: u64) -> Vec<(String, u64)> {
+    use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+    let slice = |s: &Span| &bytes[s.offset as usize..(s.offset + s.length) as usize];
+    let mut out = Vec::with_capacity(checksum_count(manifest.tensors.len(), manifest.files.len()) as usize);
+    out.push(("header and manifest".to_string(), xxh3_64(&bytes[..manifest_end as usize])));
+    for t in &manifest.tensors {
+        let mut h = Xxh3::new();
+        h.update(slice(&t.data));
+        if let Some(s) = &t.scales {
+            h.update(slice(s));
+        }
+        out.push((format!("tensor `{}`", t.name), h.digest()));
+    }
+    let mut files: Vec<(&String, &Span)> = manifest.files.iter().collect();
+    files.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, span) in files {
+        out.push((format!("file `{name}`"), xxh3_64(slice(span))));
+    }
+    out
+}
+
 fn checked_end(offset: u64, length: u64, file_len: u64, what: &str) -> Result<u64> {
     match offset.checked_add(length) {
         Some(end) if end <= file_len => Ok(end),
         _ => Err(Error::Format(format!("{what}: range {offset}+{length} runs past the end of the {file_len}-byte file"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::AlignedBytes;
+
+    /// A small file: two f32 tensors and one auxiliary file.
+    fn small_file() -> Vec<u8> {
+        let plan = [
+            TensorPlan { name: "a".into(), dtype: TensorDType::F32, shape: vec![3] },
+            TensorPlan { name: "b".into(), dtype: TensorDType::F32, shape: vec![2, 2] },
+        ];
+        let files = [("tokenizer.json".to_string(), b"{}".to_vec())];
+        let mut w = CactWriter::begin(Vec::new(), serde_json::json!({"x": 1}), None, None, &files, None, &plan).unwrap();
+        w.write_tensor("a", bytemuck::cast_slice(&[1.0f32, 2.0, 3.0]), None).unwrap();
+        w.write_tensor("b", bytemuck::cast_slice(&[4.0f32, 5.0, 6.0, 7.0]), None).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<CactFile> {
+        CactFile::parse(AlignedBytes::copy_from(bytes).into_blob())
+    }
+
+    #[test]
+    fn written_files_verify_and_a_flipped_bit_is_named() {
+        let bytes = small_file();
+        let file = parse(&bytes).unwrap();
+        assert!(file.has_checksums());
+        assert_eq!(file.verify_checksums().unwrap(), ChecksumReport { regions: 4, mismatches: vec![] });
+        assert_eq!(file.check_integrity().unwrap(), 4);
+
+        // One bit of tensor `b`'s data.
+        let b = file.entry("b").unwrap().data;
+        let mut bad = bytes.clone();
+        bad[b.offset as usize + 5] ^= 0x10;
+        let file = parse(&bad).unwrap();
+        assert_eq!(file.verify_checksums().unwrap().mismatches, vec!["tensor `b`".to_string()]);
+        let err = file.check_integrity().unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch in tensor `b`"), "{err}");
+
+        // One bit of the auxiliary file, then one of the stored table itself.
+        let span = file.manifest.files["tokenizer.json"];
+        let mut bad = bytes.clone();
+        bad[span.offset as usize] ^= 1;
+        assert_eq!(parse(&bad).unwrap().verify_checksums().unwrap().mismatches, vec!["file `tokenizer.json`".to_string()]);
+        let table = file.manifest.checksums.clone().unwrap();
+        let mut bad = bytes.clone();
+        bad[table.offset as usize] ^= 1;
+        assert_eq!(parse(&bad).unwrap().verify_checksums().unwrap().mismatches, vec!["header and manifest".to_string()]);
+    }
+
+    /// The same file as a writer without checksums made it: the manifest without `checksums`
+    /// (same length, so every offset stays valid), the table's bytes left as zero padding.
+    fn without_checksums(bytes: &[u8]) -> Vec<u8> {
+        let file = parse(bytes).unwrap();
+        let table = file.manifest.checksums.clone().unwrap();
+        let len = read_u64(bytes, 24) as usize;
+        let text = std::str::from_utf8(&bytes[HEADER_BYTES..HEADER_BYTES + len]).unwrap();
+        let mut manifest: Value = serde_json::from_str(text).unwrap();
+        manifest.as_object_mut().unwrap().remove("checksums");
+        let mut new_text = serde_json::to_string(&manifest).unwrap();
+        assert!(new_text.len() <= len);
+        new_text.push_str(&" ".repeat(len - new_text.len()));
+        let mut out = bytes.to_vec();
+        out[HEADER_BYTES..HEADER_BYTES + len].copy_from_slice(new_text.as_bytes());
+        out[table.offset as usize..(table.offset + table.length) as usize].fill(0);
+        out
+    }
+
+    #[test]
+    fn files_without_checksums_stay_readable() {
+        let old = without_checksums(&small_file());
+        let file = parse(&old).unwrap();
+        assert!(!file.has_checksums());
+        assert_eq!(file.range(file.entry("a").unwrap().data).as_f32(), &[1.0, 2.0, 3.0]);
+        let err = file.verify_checksums().unwrap_err().to_string();
+        assert!(err.contains("no checksums"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_checksum_table_is_refused() {
+        let bytes = small_file();
+        let file = parse(&bytes).unwrap();
+        let len = read_u64(&bytes, 24) as usize;
+        let text = std::str::from_utf8(&bytes[HEADER_BYTES..HEADER_BYTES + len]).unwrap().to_string();
+        let table = file.manifest.checksums.clone().unwrap();
+        for (from, to, needle) in [
+            ("\"xxh3-64\"".to_string(), "\"md5-064\"".to_string(), "not supported"),
+            (format!("\"length\":{}", table.length), format!("\"length\":{}", table.length - 8), "checksum table has"),
+            (format!("\"offset\":{}", table.offset), format!("\"offset\":{}", table.offset + 64), "checksum table"),
+        ] {
+            assert_eq!(from.len(), to.len(), "{to}");
+            assert!(text.contains(&from), "{from}");
+            let mut bad = bytes.clone();
+            bad[HEADER_BYTES..HEADER_BYTES + len].copy_from_slice(text.replacen(&from, &to, 1).as_bytes());
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{to}: {err}");
+        }
     }
 }

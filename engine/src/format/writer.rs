@@ -7,7 +7,12 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::{expected_data_bytes, Layout, Manifest, Span, TensorDType, TensorEntry, ALIGNMENT, HEADER_BYTES, MAGIC, VERSION};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::{
+    checksum_count, expected_data_bytes, ChecksumTable, Layout, Manifest, Span, TensorDType, TensorEntry, ALIGNMENT,
+    CHECKSUM_ALGORITHM, HEADER_BYTES, MAGIC, VERSION,
+};
 use crate::error::{Error, Result};
 
 /// A tensor the writer will receive later.
@@ -29,7 +34,8 @@ impl TensorPlan {
 }
 
 /// Writes a `.cact` file to any byte sink, in order: header, manifest, auxiliary files,
-/// then each planned tensor via [`CactWriter::write_tensor`].
+/// then each planned tensor via [`CactWriter::write_tensor`], then the checksum table. Every
+/// region is hashed as it goes out, so the table costs no second pass over the data.
 pub struct CactWriter<W: Write> {
     out: W,
     /// Bytes written so far.
@@ -37,6 +43,11 @@ pub struct CactWriter<W: Write> {
     tensors: Vec<TensorEntry>,
     next: usize,
     file_len: u64,
+    table: ChecksumTable,
+    /// Hash of the header and manifest, then of each tensor written so far.
+    hashes: Vec<u64>,
+    /// Hashes of the auxiliary files, in byte order of their names (they end the table).
+    file_hashes: Vec<u64>,
 }
 
 fn align_up(x: u64) -> u64 {
@@ -57,7 +68,7 @@ impl<W: Write> CactWriter<W> {
         // The manifest's size depends on the offsets it contains and the offsets on its
         // size: compute with a placeholder data offset, then fix the point.
         let mut data_offset = 0u64;
-        let (manifest_text, entries, file_spans, file_len) = loop {
+        let (manifest_text, entries, file_spans, table, file_len) = loop {
             let mut cursor = data_offset;
             let mut file_spans = HashMap::new();
             for (name, bytes) in files {
@@ -79,6 +90,12 @@ impl<W: Write> CactWriter<W> {
                 });
                 entries.push(TensorEntry { name: p.name.clone(), dtype: p.dtype, shape: p.shape.clone(), layout, data, scales });
             }
+            let table = ChecksumTable {
+                algorithm: CHECKSUM_ALGORITHM.to_string(),
+                offset: cursor,
+                length: checksum_count(plan.len(), files.len()) * 8,
+            };
+            cursor = align_up(cursor + table.length);
             let manifest = Manifest {
                 config: config.clone(),
                 generation_config: generation_config.clone(),
@@ -86,16 +103,21 @@ impl<W: Write> CactWriter<W> {
                 files: file_spans.clone(),
                 producer: producer.clone(),
                 tensors: entries.clone(),
+                checksums: Some(table.clone()),
             };
             let text = serde_json::to_string(&manifest).map_err(|e| Error::Input(format!("manifest: {e}")))?;
             let needed = align_up(HEADER_BYTES as u64 + text.len() as u64);
             if needed == data_offset {
-                break (text, entries, file_spans, cursor);
+                break (text, entries, file_spans, table, cursor);
             }
             data_offset = needed.max(data_offset);
         };
 
-        let mut w = CactWriter { out, pos: 0, tensors: entries, next: 0, file_len };
+        let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let file_hashes = sorted.iter().map(|(_, bytes)| xxh3_64(bytes)).collect();
+        let hashes = Vec::with_capacity(plan.len() + 1);
+        let mut w = CactWriter { out, pos: 0, tensors: entries, next: 0, file_len, table, hashes, file_hashes };
         let mut header = [0u8; HEADER_BYTES];
         header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         header[4..8].copy_from_slice(&VERSION.to_le_bytes());
@@ -105,6 +127,10 @@ impl<W: Write> CactWriter<W> {
         header[24..32].copy_from_slice(&(manifest_text.len() as u64).to_le_bytes());
         header[32..40].copy_from_slice(&data_offset.to_le_bytes());
         header[40..48].copy_from_slice(&file_len.to_le_bytes());
+        let mut head = Xxh3::new();
+        head.update(&header);
+        head.update(manifest_text.as_bytes());
+        w.hashes.push(head.digest());
         w.put(&header)?;
         w.put(manifest_text.as_bytes())?;
         for (name, bytes) in files {
@@ -150,22 +176,30 @@ impl<W: Write> CactWriter<W> {
         if data.len() as u64 != entry.data.length || scales.map(|s| s.len() as u64) != entry.scales.map(|s| s.length) {
             return Err(Error::Input(format!("tensor `{name}`: byte sizes do not match its plan")));
         }
+        let mut hash = Xxh3::new();
         self.pad_to(entry.data.offset)?;
         self.put(data)?;
+        hash.update(data);
         if let (Some(span), Some(bytes)) = (entry.scales, scales) {
             self.pad_to(span.offset)?;
             self.put(bytes)?;
+            hash.update(bytes);
         }
+        self.hashes.push(hash.digest());
         self.next += 1;
         Ok(())
     }
 
-    /// Checks that every planned tensor was written, pads to the planned length and
-    /// returns the sink.
+    /// Checks that every planned tensor was written, writes the checksum table, pads to the
+    /// planned length and returns the sink.
     pub fn finish(mut self) -> Result<W> {
         if let Some(missing) = self.tensors.get(self.next) {
             return Err(Error::Input(format!("tensor `{}` was planned but never written", missing.name)));
         }
+        self.pad_to(self.table.offset)?;
+        let table: Vec<u8> = self.hashes.iter().chain(&self.file_hashes).flat_map(|h| h.to_le_bytes()).collect();
+        debug_assert_eq!(table.len() as u64, self.table.length);
+        self.put(&table)?;
         self.pad_to(self.file_len)?;
         self.out.flush().map_err(|e| Error::Io(format!("writing model file: {e}")))?;
         Ok(self.out)

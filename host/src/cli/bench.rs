@@ -44,6 +44,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return Err(Error::Input("--prefill must be at least 1".into()));
     }
     if args.engine.is_component()? {
+        super::run::verify_if(args.threads.verify, path)?;
         return bench_component(&args, path);
     }
     let before = memory();
@@ -51,6 +52,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let model = args.threads.load(path)?;
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
     let after_open = memory();
+    check_fits(&args, model.config.max_position_embeddings)?;
 
     let prompt = bench_prompt(model.config.vocab_size as u32, args.prefill);
     let mut state = model.new_state();
@@ -87,6 +89,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let threads = (model.threads.prefill.threads(), model.threads.decode.threads());
     let extra = json!({"rss_file_mb": after.rss_file as f64 / MB, "bytes_per_decode_token": weight_bytes + kv_bytes});
     report(&args, path, "native", model.kernels.tier, threads, &speeds, extra)
+}
+
+/// Refuses --prefill + --decode past the model's context (named, instead of a context error
+/// half-way through the measurement).
+fn check_fits(args: &BenchArgs, context: usize) -> Result<()> {
+    match args.prefill.checked_add(args.decode) {
+        Some(n) if n <= context => Ok(()),
+        _ => Err(Error::Input(format!(
+            "--prefill {} + --decode {} tokens do not fit in the model's context of {context} positions",
+            args.prefill, args.decode
+        ))),
+    }
 }
 
 /// What one bench run measured, on any engine.
@@ -147,6 +161,7 @@ fn bench_component(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     let mut model = args.engine.load_component(path)?;
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
     let after_open = memory();
+    check_fits(args, model.info().max_position_embeddings as usize)?;
     let prompt = bench_prompt(model.info().vocab_size, args.prefill);
     let opts = |n: usize| GenerateOptions { max_tokens: n, temperature: 0.0, seed: 0, stop_on_eos: false };
     let start = Instant::now();

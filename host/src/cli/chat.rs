@@ -38,6 +38,9 @@ pub struct ModelArgs {
     /// Decode threads (decode is memory-bound: 1 is usually fastest; the native engine only).
     #[arg(long, default_value_t = 1)]
     pub decode_threads: usize,
+    /// Check the .cact file's checksums before using it (reads the whole file once).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +54,9 @@ pub struct CompleteArgs {
     /// Print each generated token as a JSON line before the response.
     #[arg(long)]
     stream: bool,
+    /// Largest request accepted, in bytes (larger ones are refused before they are read whole).
+    #[arg(long, value_name = "BYTES", default_value_t = saguaro_engine::api::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
     #[command(flatten)]
     threads: ModelArgs,
     #[command(flatten)]
@@ -134,6 +140,7 @@ pub fn host_hooks() -> Hooks {
 }
 
 fn load(path: &Path, threads: &ModelArgs) -> Result<Arc<ChatModel>> {
+    super::run::verify_if(threads.verify, path)?;
     let mut model = saguaro_host::load_model(path)?;
     model.set_threads(saguaro_host::threads::make_threads(threads.threads, threads.decode_threads)?);
     ChatModel::new(Arc::new(model))
@@ -143,14 +150,33 @@ fn print_line(text: &str) -> Result<()> {
     write_stdout(format!("{text}\n").as_bytes())
 }
 
-fn read_request(source: &str) -> Result<String> {
+/// Reads the request, refusing it as soon as it passes `limit` bytes (memory stays bounded
+/// whatever is sent).
+fn read_request(source: &str, limit: usize) -> Result<String> {
+    let too_big = |what: &str| {
+        Error::Input(format!(
+            "the request ({what}) is more than {limit} bytes; raise the limit with --max-request-bytes if it is meant to be this large"
+        ))
+    };
+    let mut bytes = Vec::new();
+    let take = limit as u64 + 1;
     if source == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| Error::Io(format!("stdin: {e}")))?;
-        Ok(text)
+        std::io::stdin().lock().take(take).read_to_end(&mut bytes).map_err(|e| Error::Io(format!("stdin: {e}")))?;
+        if bytes.len() > limit {
+            return Err(too_big("stdin"));
+        }
     } else {
-        std::fs::read_to_string(source).map_err(|e| Error::Io(format!("{source}: {e}")))
+        let path = Path::new(source);
+        if path.is_dir() {
+            return Err(Error::Input(format!("--request {source} is a folder, not a request JSON file")));
+        }
+        let file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{source}: {e}")))?;
+        file.take(take).read_to_end(&mut bytes).map_err(|e| Error::Io(format!("{source}: {e}")))?;
+        if bytes.len() > limit {
+            return Err(too_big(source));
+        }
     }
+    String::from_utf8(bytes).map_err(|e| Error::Input(format!("the request is not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))
 }
 
 /// A failed response's error as the engine error it came from (for stderr and the exit status).
@@ -170,12 +196,14 @@ fn failure_error(r: &Response) -> Error {
 
 pub fn complete(args: CompleteArgs) -> Result<()> {
     let response = (|| -> Result<Response> {
-        let text = read_request(&args.request)?;
+        let text = read_request(&args.request, args.max_request_bytes)?;
         if args.engine.is_component()? {
+            super::run::verify_if(args.threads.verify, &args.model)?;
             return complete_component(&args, &text);
         }
         let chat = load(&args.model, &args.threads)?;
         let mut session = Session::new(chat).with_hooks(host_hooks());
+        session.max_request_bytes = args.max_request_bytes;
         let cancel = AtomicBool::new(false);
         let mut write_error = None;
         let r = session.complete_json(
@@ -262,17 +290,64 @@ fn answer(session: &mut Session, request: &Request) -> Result<Response> {
     }
 }
 
+/// One line of interactive input.
+enum Line {
+    Text(String),
+    /// The line was longer than this many bytes (the rest of it was skipped unread into memory).
+    TooLong(usize),
+    End,
+}
+
+/// Reads one line of at most `limit` bytes: a longer line is consumed and dropped without
+/// holding it in memory.
+fn read_line_limited(input: &mut impl BufRead, limit: usize) -> Result<Line> {
+    let io = |e: std::io::Error| Error::Io(format!("stdin: {e}"));
+    let mut bytes = Vec::new();
+    let n = input.by_ref().take(limit as u64 + 1).read_until(b'\n', &mut bytes).map_err(io)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if bytes.len() > limit && bytes.last() != Some(&b'\n') {
+        // Skip to the end of the line, a buffer at a time.
+        loop {
+            let buf = input.fill_buf().map_err(io)?;
+            if buf.is_empty() {
+                break;
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let len = buf.len();
+                    input.consume(len);
+                }
+            }
+        }
+        return Ok(Line::TooLong(limit));
+    }
+    Ok(Line::Text(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 pub fn chat(args: ChatArgs) -> Result<()> {
     let chat = load(&args.model, &args.threads)?;
     let mut session = Session::new(chat).with_hooks(host_hooks());
     let fresh = || -> Vec<Message> { args.system.iter().map(|s| Message::system(s.clone())).collect() };
     let mut messages = fresh();
     let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut input = stdin.lock();
     loop {
         write_stdout(b"> ")?;
-        let Some(line) = lines.next() else { break };
-        let line = line.map_err(|e| Error::Io(format!("stdin: {e}")))?;
+        let line = match read_line_limited(&mut input, saguaro_engine::api::DEFAULT_MAX_REQUEST_BYTES)? {
+            Line::End => break,
+            Line::TooLong(n) => {
+                // The turn is refused; the conversation goes on.
+                eprintln!("error: the line is more than {n} bytes; a chat turn must be shorter");
+                continue;
+            }
+            Line::Text(line) => line,
+        };
         let text = line.trim();
         match text {
             "" => continue,
@@ -329,6 +404,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         return if r.success { Ok(()) } else { Err(failure_error(&r)) };
     }
     let r = answer(&mut session, &request)?;
+    if r.finish_reason == Some(saguaro_engine::FinishReason::ContextFull) {
+        eprintln!("note: finish_reason context_full: the model's context filled before --max-tokens {}", args.max_tokens);
+    }
     eprintln!(
         "[{}: {} prompt + {} generated tokens, {:.1} ms to first token, {:.1} tok/s decode, finish {}]",
         path.display(),

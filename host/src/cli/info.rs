@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use saguaro_engine::format::{is_cact, CactFile};
 use saguaro_engine::kernels::Kernels;
 use saguaro_engine::{Error, LayerKind, Lfm2Config, Result};
 
@@ -39,12 +38,11 @@ pub fn info(args: InfoArgs) -> Result<()> {
 }
 
 fn print_model(o: &mut String, path: &std::path::Path, brief: bool) -> Result<()> {
-    let blob = saguaro_host::loader::map_file(path)?;
-    if !is_cact((*blob).as_ref()) {
-        return Err(Error::Format(format!("{}: not a .cact file", path.display())));
-    }
-    let file = CactFile::parse(blob).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
-    let c = Lfm2Config::from_json(&file.manifest.config)?;
+    let file = saguaro_host::loader::open_cact(path)?;
+    let c = Lfm2Config::from_json(&file.manifest.config).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+        other => other,
+    })?;
     let m = &file.manifest;
     outln!(o, "file        {} ({} bytes, format version {})", path.display(), file.len(), file.version);
     outln!(o, "model       {} vocab {} hidden {} layers {}", c.model_type, c.vocab_size, c.hidden_size, c.num_layers);
@@ -70,6 +68,10 @@ fn print_model(o: &mut String, path: &std::path::Path, brief: bool) -> Result<()
         outln!(o, "file        {name} ({} bytes)", span.length);
     }
     outln!(o, "chat        {}", if m.chat_template.is_some() { "template included" } else { "no template" });
+    outln!(o, "checksums   {}", match &m.checksums {
+        Some(t) => format!("{} per tensor (`saguaro verify` checks them)", t.algorithm),
+        None => "none (written before checksums existed)".to_string(),
+    });
     if let Some(p) = &m.producer {
         outln!(o, "producer    {p}");
     }

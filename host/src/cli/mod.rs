@@ -8,6 +8,7 @@ mod engine;
 mod info;
 mod run;
 mod serve;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     Run(chat::RunArgs),
     /// Serve the model over HTTP with OpenAI's API (chat completions, completions, models).
     Serve(serve::ServeArgs),
+    /// Check a .cact file's checksums (every tensor, the manifest, the tokenizer files).
+    Verify(verify::VerifyArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::chat(args),
         Command::Run(args) => chat::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Verify(args) => verify::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use saguaro_engine::generate::{generate as generate_tokens, GenerateOptions};
-use saguaro_engine::{Error, LogitsMode, Result};
+use saguaro_engine::generate::{generate_with_reason, GenerateOptions, Generated};
+use saguaro_engine::{Error, FinishReason, LogitsMode, Result};
 use serde::Serialize;
 
 use super::engine::EngineArgs;
@@ -19,11 +19,23 @@ pub struct ThreadArgs {
     /// Decode threads (decode is memory-bound: 1 is usually fastest; the native engine only).
     #[arg(long, default_value_t = 1)]
     pub decode_threads: usize,
+    /// Check the .cact file's checksums before using it (reads the whole file once).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `--verify`: checks the model file's checksums (any engine).
+pub fn verify_if(verify: bool, path: &std::path::Path) -> Result<()> {
+    if verify {
+        saguaro_host::loader::verify_file(path)?;
+    }
+    Ok(())
 }
 
 impl ThreadArgs {
-    /// Loads a model and applies the thread settings.
+    /// Loads a model (after `--verify`) and applies the thread settings.
     pub fn load(&self, path: &std::path::Path) -> Result<saguaro_engine::Model> {
+        verify_if(self.verify, path)?;
         let mut model = saguaro_host::load_model(path)?;
         model.set_threads(saguaro_host::threads::make_threads(self.threads, self.decode_threads)?);
         Ok(model)
@@ -68,7 +80,7 @@ pub struct GenerateArgs {
     /// Stop after the model's end-of-sequence token.
     #[arg(long)]
     stop_on_eos: bool,
-    /// Print {"tokens": [...]} instead of space-separated ids.
+    /// Print {"tokens": [...], "finish_reason": ...} instead of space-separated ids.
     #[arg(long)]
     json: bool,
 }
@@ -81,11 +93,14 @@ struct LogitsOutput<'a> {
 #[derive(Serialize)]
 struct TokensOutput<'a> {
     tokens: &'a [u32],
+    /// `length`, `stop` (end of sequence with --stop-on-eos) or `context_full`.
+    finish_reason: FinishReason,
 }
 
 pub fn logits(args: LogitsArgs) -> Result<()> {
     let tokens = parse_tokens(&args.tokens)?;
     if args.engine.is_component()? {
+        verify_if(args.threads.verify, &args.model)?;
         return logits_component(&args, &tokens);
     }
     let model = args.threads.load(&args.model)?;
@@ -103,19 +118,44 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         stop_on_eos: args.stop_on_eos,
     };
-    let out = if args.engine.is_component()? {
+    let (out, context) = if args.engine.is_component()? {
+        verify_if(args.threads.verify, &args.model)?;
         generate_component(&args, &tokens, &opts)?
     } else {
         let model = args.threads.load(&args.model)?;
         model.check_tokens(&tokens)?;
+        let context = model.config.max_position_embeddings;
         let mut state = model.new_state();
-        generate_tokens(&model, &mut state, &tokens, &opts, |_| true)?
+        (generate_with_reason(&model, &mut state, &tokens, &opts, |_| true)?, context)
     };
-    if args.json {
-        print_json(&TokensOutput { tokens: &out })
+    let printed = if args.json {
+        print_json(&TokensOutput { tokens: &out.tokens, finish_reason: out.finish })
     } else {
-        let text: Vec<String> = out.iter().map(u32::to_string).collect();
+        let text: Vec<String> = out.tokens.iter().map(u32::to_string).collect();
         write_stdout(format!("{}\n", text.join(" ")).as_bytes())
+    };
+    if out.finish == FinishReason::ContextFull {
+        // Not an error: the tokens are printed; the note says why there are fewer.
+        eprintln!(
+            "note: finish_reason context_full: the model's context of {context} positions filled after {} generated tokens, before --max-tokens {}",
+            out.tokens.len(),
+            args.max_tokens
+        );
+    }
+    printed
+}
+
+/// Why the component's generation ended: its interface returns only the tokens, and stops
+/// early only at an end-of-sequence id (with stop_on_eos) or when the context is full (the last
+/// token made is never run through the model, so n tokens after the prompt need n - 1 positions).
+#[cfg_attr(not(feature = "component"), allow(dead_code))]
+pub fn finish_of(generated: usize, max_tokens: usize, prompt: usize, context: usize) -> FinishReason {
+    if generated >= max_tokens {
+        FinishReason::Length
+    } else if prompt + generated > context {
+        FinishReason::ContextFull
+    } else {
+        FinishReason::Stop
     }
 }
 
@@ -140,14 +180,18 @@ fn logits_component(_: &LogitsArgs, _: &[u32]) -> Result<()> {
     Err(super::engine::unavailable())
 }
 
-/// `generate --engine component`.
+/// `generate --engine component`: the tokens, why they ended, and the model's context.
 #[cfg(feature = "component")]
-fn generate_component(args: &GenerateArgs, tokens: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
-    args.engine.load_component(&args.model)?.generate_tokens(tokens, opts)
+fn generate_component(args: &GenerateArgs, tokens: &[u32], opts: &GenerateOptions) -> Result<(Generated, usize)> {
+    let mut model = args.engine.load_component(&args.model)?;
+    let out = model.generate_tokens(tokens, opts)?;
+    let context = model.info().max_position_embeddings as usize;
+    let finish = finish_of(out.len(), opts.max_tokens, tokens.len(), context);
+    Ok((Generated { tokens: out, finish }, context))
 }
 
 #[cfg(not(feature = "component"))]
-fn generate_component(_: &GenerateArgs, _: &[u32], _: &GenerateOptions) -> Result<Vec<u32>> {
+fn generate_component(_: &GenerateArgs, _: &[u32], _: &GenerateOptions) -> Result<(Generated, usize)> {
     Err(super::engine::unavailable())
 }
 
@@ -157,3 +201,16 @@ fn print_json<T: Serialize>(value: &T) -> Result<()> {
     write_stdout(&text)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_finish_reasons_follow_the_native_rules() {
+        // Context 8, prompt 3: the native engine makes 6 tokens before the context is full.
+        assert_eq!(finish_of(6, 20, 3, 8), FinishReason::ContextFull);
+        assert_eq!(finish_of(6, 6, 3, 8), FinishReason::Length);
+        assert_eq!(finish_of(2, 20, 3, 8), FinishReason::Stop);
+    }
+}

@@ -535,8 +535,9 @@ impl ComponentModel {
 
     /// New token ids after `ids`, from a fresh state.
     pub fn generate_tokens(&mut self, ids: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
-        let max_tokens = u32::try_from(opts.max_tokens)
-            .map_err(|_| Error::Input(format!("max_tokens {} is over {} (the component's limit)", opts.max_tokens, u32::MAX)))?;
+        // Generation stops when the context is full, long before u32::MAX tokens: a larger
+        // max_tokens means the same as u32::MAX.
+        let max_tokens = u32::try_from(opts.max_tokens).unwrap_or(u32::MAX);
         let options = wit::GenerateOptions {
             max_tokens,
             temperature: opts.temperature,

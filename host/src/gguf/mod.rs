@@ -47,6 +47,8 @@ pub const MAX_KV: u64 = 1 << 20;
 pub const MAX_STRING_LEN: u64 = 1 << 28;
 pub const MAX_ARRAY_LEN: u64 = 1 << 30;
 pub const MAX_NAME_LEN: u64 = 1 << 10;
+/// Longest metadata key (the GGUF specification caps keys at 65535 bytes).
+pub const MAX_KEY_LEN: u64 = 65535;
 /// Deepest nesting of arrays inside arrays.
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
@@ -497,13 +499,26 @@ impl<'a> GgufFile<'a> {
 
         let mut metadata = Vec::with_capacity(n_kv);
         let mut meta_index = HashMap::with_capacity(n_kv);
+        // Where the previous value started: a wrong length inside it misplaces the next key,
+        // so errors about a key name the value before it too.
+        let mut previous: Option<(String, usize)> = None;
         for i in 0..n_kv {
-            let key_bytes = r.string(MAX_STRING_LEN, &format!("metadata key #{i}"))?;
-            let key =
-                std::str::from_utf8(key_bytes).map_err(|_| format_err(format!("metadata key #{i} is not UTF-8")))?;
+            let at = r.pos;
+            let hint = |e: Error| match (&previous, e) {
+                (Some((what, start)), Error::Format(m)) => Error::Format(format!(
+                    "{m} (if the length of the value before it, {what} at offset {start}, is wrong, this key is read from the wrong place)"
+                )),
+                (_, e) => e,
+            };
+            let key_bytes = r.string(MAX_KEY_LEN, &format!("metadata key #{i}")).map_err(hint)?;
+            let key = std::str::from_utf8(key_bytes).map_err(|_| {
+                hint(format_err(format!("metadata key #{i} at offset {at} ({} bytes) is not UTF-8", key_bytes.len())))
+            })?;
             let what = format!("metadata `{key}`");
+            let value_at = r.pos;
             let ty = r.value_type(&what)?;
             let value = r.value(ty, 0, &what)?;
+            previous = Some((what.clone(), value_at));
             if meta_index.insert(key, metadata.len()).is_some() {
                 return Err(format_err(format!("duplicate metadata key `{key}`")));
             }

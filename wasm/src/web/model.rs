@@ -1,7 +1,6 @@
 //! `ModelBuffer` and `Model`: loading a model file and the low-level calls.
 
 use saguaro_engine::generate::GenerateOptions;
-use saguaro_engine::Error;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
@@ -94,7 +93,8 @@ impl Model {
 
     /// New tokens after `ids` from a fresh state. `options`: `{maxTokens = 16, temperature = 0,
     /// seed = 0, stopOnEos = false}`. `on_token(id)` sees each new id; returning `false` stops
-    /// early; an exception stops and is rethrown.
+    /// early; an exception stops and is rethrown. When the context fills first, the tokens made
+    /// so far are returned (fewer than `maxTokens`), not an error.
     #[wasm_bindgen(js_name = generateTokens)]
     pub fn generate_tokens(&self, ids: &[u32], options: JsValue, on_token: Option<js_sys::Function>) -> Result<Vec<u32>, JsValue> {
         let o: GenerateOpts =
@@ -106,9 +106,7 @@ impl Model {
             seed: o.seed.unwrap_or(d.seed),
             stop_on_eos: o.stop_on_eos.unwrap_or(d.stop_on_eos),
         };
-        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
-            return js(Err(Error::Input(format!("temperature {} must be a finite number >= 0", opts.temperature))));
-        }
+        js(saguaro_engine::api::check_temperature(opts.temperature))?;
         let mut thrown = None;
         let out = self.rt.generate_tokens(ids, &opts, |id| match &on_token {
             None => true,
