@@ -157,8 +157,6 @@ pub struct ModelConfig {
     /// Attention scores are `q.k * attn_scale` (`1/sqrt(hd)`, or Gemma's
     /// `query_pre_attn_scalar^-0.5`), rounded to f32 as transformers does.
     pub attn_scale: f32,
-    /// Gemma: scores become `cap * tanh(scores / cap)` before the mask.
-    pub attn_softcap: Option<f32>,
     /// Gemma: logits become `cap * tanh(logits / cap)`.
     pub final_softcap: Option<f32>,
     /// Llama `attention_bias`: q/k/v/o projections carry biases.
@@ -280,7 +278,6 @@ impl ModelConfig {
             embed_scale: None,
             // transformers: `head_dim**-0.5` (a Python float) times an f32 tensor.
             attn_scale: (head_dim as f64).powf(-0.5) as f32,
-            attn_softcap: None,
             final_softcap: None,
             attention_bias: false,
             mlp_bias: false,
@@ -365,7 +362,8 @@ impl ModelConfig {
     /// (else every 6th layer global: `sliding_window_pattern`), `sliding_window` (4096),
     /// RoPE per layer type (`rope_parameters.{full,sliding}_attention`, or legacy `rope_theta`
     /// 1e6 + `rope_scaling` for global layers and `rope_local_base_freq` 1e4 for local ones),
-    /// `query_pre_attn_scalar` (256), `attn_logit_softcapping`, `final_logit_softcapping`,
+    /// `query_pre_attn_scalar` (256), `final_logit_softcapping` (`attn_logit_softcapping` is
+/// ignored, as transformers does),
     /// `hidden_activation` (`gelu_pytorch_tanh`), `attention_bias`.
     fn gemma3_fields(&mut self, c: &Fields) -> Result<()> {
         let n = self.num_layers;
@@ -391,7 +389,9 @@ impl ModelConfig {
             return Err(Error::Config(format!("query_pre_attn_scalar ({scalar}) must be positive")));
         }
         self.attn_scale = scalar.powf(-0.5) as f32;
-        self.attn_softcap = c.opt_positive_f32("attn_logit_softcapping")?;
+        // `attn_logit_softcapping` is read by Gemma3TextConfig but never applied by
+        // transformers' Gemma3Attention (Gemma 2 applied it; llama.cpp's converter asserts it is
+        // null for Gemma 3): ignored here too, so logits match the reference.
         self.final_softcap = c.opt_positive_f32("final_logit_softcapping")?;
         self.attention_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
         self.max_position_embeddings = c.opt_usize("max_position_embeddings")?.unwrap_or(131_072);

@@ -12,7 +12,7 @@
 //! - Llama: attention without QK-norm (optional biases), SwiGLU (optional biases).
 //! - Gemma 3: RMSNorm weights are `1 + w` (added at load), attention with QK-norm, a
 //!   sliding window on local layers with their own RoPE base, the `query_pre_attn_scalar`
-//!   scale and optional score soft-capping; GeGLU; norms after the mixer and FFN too.
+//!   scale; GeGLU; norms after the mixer and FFN too.
 //! Every per-token computation is the same whether tokens arrive together or one by one
 //! (each output row is its own dot product in the canonical order), so batched prefill and
 //! incremental decode give bit-identical logits.
@@ -283,9 +283,6 @@ fn attention_forward(
                 for (g, row) in scores.chunks_exact_mut(visible).enumerate() {
                     for s in row.iter_mut() {
                         *s *= scale;
-                    }
-                    if let Some(cap) = cfg.attn_softcap {
-                        row.iter_mut().for_each(|s| *s = softcap(*s, cap));
                     }
                     (k.softmax)(row);
                     let o = &mut out_t[(kvh * group + g) * hd..][..hd];
