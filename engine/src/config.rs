@@ -783,4 +783,33 @@ mod tests {
         assert!(Lfm2Config::from_json_str("{not json").is_err());
         assert!(Lfm2Config::from_json_str("[1,2]").is_err());
     }
+
+    #[test]
+    fn llama_and_gemma_keys_and_defaults() {
+        let llama = json!({"model_type": "llama", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 96});
+        let c = ModelConfig::from_json(&llama).unwrap();
+        assert_eq!((c.arch, c.num_kv_heads, c.head_dim, c.rope_theta, c.norm_eps), (Architecture::Llama, 4, 16, 1e4, 1e-6));
+        assert!(!c.tie_embeddings && c.layer_windows.iter().all(Option::is_none) && c.embed_scale.is_none());
+        let v = with(llama.clone(), "rope_scaling", json!({"type": "linear", "factor": 4.0}));
+        assert_eq!(ModelConfig::from_json(&v).unwrap().rope_linear_factor, 4.0);
+        let v = with(llama.clone(), "rope_parameters", json!({"rope_type": "llama3", "rope_theta": 5e5}));
+        assert!(ModelConfig::from_json(&v).unwrap_err().to_string().contains("llama3"));
+        assert!(ModelConfig::from_json(&with(llama, "hidden_act", json!("gelu"))).is_err());
+
+        // Legacy Gemma 3 keys: rope_theta + rope_local_base_freq, pattern of 6, defaults.
+        let gemma = json!({"model_type": "gemma3_text", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 7,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": 96, "head_dim": 16,
+            "rope_theta": 5e5, "rope_local_base_freq": 2e4, "sliding_window": 8});
+        let c = ModelConfig::from_json(&gemma).unwrap();
+        assert_eq!(c.layer_windows, vec![Some(8), Some(8), Some(8), Some(8), Some(8), None, Some(8)]);
+        assert_eq!((c.rope_theta, c.rope_for_layer(0).theta, c.rope_for_layer(5).theta), (5e5, 2e4, 5e5));
+        assert_eq!((c.attn_scale, c.embed_scale, c.norm_unit_offset), ((256f64).powf(-0.5) as f32, Some(8.0), true));
+        assert!(c.tie_embeddings && c.final_softcap.is_none());
+        let v = with(gemma.clone(), "layer_types", json!(vec!["full_attention"; 7]));
+        assert!(ModelConfig::from_json(&v).unwrap().layer_windows.iter().all(Option::is_none));
+        assert!(ModelConfig::from_json(&with(gemma.clone(), "layer_types", json!(vec!["x"; 7]))).is_err());
+        assert!(ModelConfig::from_json(&with(gemma.clone(), "final_logit_softcapping", json!(-1.0))).is_err());
+        assert!(ModelConfig::from_json(&with(gemma, "model_type", json!("gemma3"))).unwrap_err().to_string().contains("gemma3_text"));
+    }
 }
