@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::config::{LayerKind, Lfm2Config};
+use crate::config::{Architecture, LayerKind, ModelConfig};
 use crate::error::{Error, Result};
 use crate::format::{CactWriter, TensorDType, TensorPlan};
 use crate::quant::{quantize_matrix, QuantKind};
@@ -71,17 +71,103 @@ pub struct TensorSpec {
     pub role: Role,
 }
 
-/// Every tensor an LFM2 model of this config needs, in file order.
-pub fn required_tensors(config: &Lfm2Config) -> Vec<TensorSpec> {
+/// Where one family keeps its tensors: Hugging Face names, which `.cact` files keep too. Layer
+/// names are relative to `model.layers.N.`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorNames {
+    /// The token embedding [V, D] (also the LM head when tied).
+    pub embedding: &'static str,
+    /// The final RMSNorm [D] (LFM2 calls it `embedding_norm`).
+    pub final_norm: &'static str,
+    /// RMSNorm [D] before the mixer.
+    pub attn_norm: &'static str,
+    /// Attention projections q [H*hd, D], k and v [KV*hd, D], output [D, H*hd].
+    pub q_proj: &'static str,
+    pub k_proj: &'static str,
+    pub v_proj: &'static str,
+    pub o_proj: &'static str,
+    /// Per-head RMSNorm [hd] of queries and keys (QK-norm), before RoPE.
+    pub q_norm: Option<&'static str>,
+    pub k_norm: Option<&'static str>,
+    /// RMSNorm [D] of the attention output, before the residual add (Gemma).
+    pub post_attn_norm: Option<&'static str>,
+    /// RMSNorm [D] before the FFN.
+    pub ffn_norm: &'static str,
+    /// RMSNorm [D] of the FFN output, before the residual add (Gemma).
+    pub post_ffn_norm: Option<&'static str>,
+    /// The gated FFN: gate and up [F, D], down [D, F].
+    pub gate_proj: &'static str,
+    pub up_proj: &'static str,
+    pub down_proj: &'static str,
+}
+
+impl TensorNames {
+    /// The names of `arch`'s tensors.
+    pub fn of(arch: Architecture) -> &'static TensorNames {
+        const LFM2: TensorNames = TensorNames {
+            embedding: "model.embed_tokens.weight",
+            final_norm: "model.embedding_norm.weight",
+            attn_norm: "operator_norm.weight",
+            q_proj: "self_attn.q_proj",
+            k_proj: "self_attn.k_proj",
+            v_proj: "self_attn.v_proj",
+            o_proj: "self_attn.out_proj",
+            q_norm: Some("self_attn.q_layernorm.weight"),
+            k_norm: Some("self_attn.k_layernorm.weight"),
+            post_attn_norm: None,
+            ffn_norm: "ffn_norm.weight",
+            post_ffn_norm: None,
+            gate_proj: "feed_forward.w1",
+            up_proj: "feed_forward.w3",
+            down_proj: "feed_forward.w2",
+        };
+        const LLAMA: TensorNames = TensorNames {
+            embedding: "model.embed_tokens.weight",
+            final_norm: "model.norm.weight",
+            attn_norm: "input_layernorm.weight",
+            q_proj: "self_attn.q_proj",
+            k_proj: "self_attn.k_proj",
+            v_proj: "self_attn.v_proj",
+            o_proj: "self_attn.o_proj",
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            // Llama's "post_attention_layernorm" is the norm before the MLP.
+            ffn_norm: "post_attention_layernorm.weight",
+            post_ffn_norm: None,
+            gate_proj: "mlp.gate_proj",
+            up_proj: "mlp.up_proj",
+            down_proj: "mlp.down_proj",
+        };
+        const GEMMA3: TensorNames = TensorNames {
+            q_norm: Some("self_attn.q_norm.weight"),
+            k_norm: Some("self_attn.k_norm.weight"),
+            // Gemma's "post_attention_layernorm" really follows attention.
+            post_attn_norm: Some("post_attention_layernorm.weight"),
+            ffn_norm: "pre_feedforward_layernorm.weight",
+            post_ffn_norm: Some("post_feedforward_layernorm.weight"),
+            ..LLAMA
+        };
+        match arch {
+            Architecture::Lfm2 => &LFM2,
+            Architecture::Llama => &LLAMA,
+            Architecture::Gemma3 => &GEMMA3,
+        }
+    }
+}
+
+/// Every tensor a model of this config needs, in file order.
+pub fn required_tensors(config: &ModelConfig) -> Vec<TensorSpec> {
+    let names = TensorNames::of(config.arch);
     let d = config.hidden_size;
     let (v, f, hd, l) = (config.vocab_size, config.ffn_dim, config.head_dim, config.conv_kernel);
     let (h, kv) = (config.num_heads, config.num_kv_heads);
     let mut out = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, role: Role| out.push(TensorSpec { name, shape, role });
-    add("model.embed_tokens.weight".into(), vec![v, d], Role::Matrix);
+    add(names.embedding.into(), vec![v, d], Role::Matrix);
     for (i, kind) in config.layer_kinds.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        add(format!("{p}.operator_norm.weight"), vec![d], Role::Exact);
+        add(format!("{p}.{}", names.attn_norm), vec![d], Role::Exact);
         match kind {
             LayerKind::Conv => {
                 add(format!("{p}.conv.in_proj.weight"), vec![3 * d, d], Role::Matrix);
@@ -98,21 +184,31 @@ pub fn required_tensors(config: &Lfm2Config) -> Vec<TensorSpec> {
                 }
             }
             LayerKind::Attention => {
-                let a = format!("{p}.self_attn");
-                add(format!("{a}.q_proj.weight"), vec![h * hd, d], Role::Matrix);
-                add(format!("{a}.k_proj.weight"), vec![kv * hd, d], Role::Matrix);
-                add(format!("{a}.v_proj.weight"), vec![kv * hd, d], Role::Matrix);
-                add(format!("{a}.out_proj.weight"), vec![d, h * hd], Role::Matrix);
-                add(format!("{a}.q_layernorm.weight"), vec![hd], Role::Exact);
-                add(format!("{a}.k_layernorm.weight"), vec![hd], Role::Exact);
+                for (proj, rows, cols) in
+                    [(names.q_proj, h * hd, d), (names.k_proj, kv * hd, d), (names.v_proj, kv * hd, d), (names.o_proj, d, h * hd)]
+                {
+                    add(format!("{p}.{proj}.weight"), vec![rows, cols], Role::Matrix);
+                    if config.attention_bias {
+                        add(format!("{p}.{proj}.bias"), vec![rows], Role::Exact);
+                    }
+                }
+                for norm in [names.q_norm, names.k_norm].into_iter().flatten() {
+                    add(format!("{p}.{norm}"), vec![hd], Role::Exact);
+                }
+                if let Some(norm) = names.post_attn_norm {
+                    add(format!("{p}.{norm}"), vec![d], Role::Exact);
+                }
             }
         }
-        add(format!("{p}.ffn_norm.weight"), vec![d], Role::Exact);
+        add(format!("{p}.{}", names.ffn_norm), vec![d], Role::Exact);
         match config.moe.as_ref().filter(|_| config.is_moe_layer(i)) {
             None => {
-                add(format!("{p}.feed_forward.w1.weight"), vec![f, d], Role::Matrix);
-                add(format!("{p}.feed_forward.w3.weight"), vec![f, d], Role::Matrix);
-                add(format!("{p}.feed_forward.w2.weight"), vec![d, f], Role::Matrix);
+                for (proj, rows, cols) in [(names.gate_proj, f, d), (names.up_proj, f, d), (names.down_proj, d, f)] {
+                    add(format!("{p}.{proj}.weight"), vec![rows, cols], Role::Matrix);
+                    if config.mlp_bias {
+                        add(format!("{p}.{proj}.bias"), vec![rows], Role::Exact);
+                    }
+                }
             }
             Some(moe) => {
                 // Router f32; each expert's three matrices next to each other in the file.
@@ -129,8 +225,11 @@ pub fn required_tensors(config: &Lfm2Config) -> Vec<TensorSpec> {
                 }
             }
         }
+        if let Some(norm) = names.post_ffn_norm {
+            add(format!("{p}.{norm}"), vec![d], Role::Exact);
+        }
     }
-    add("model.embedding_norm.weight".into(), vec![d], Role::Exact);
+    add(names.final_norm.into(), vec![d], Role::Exact);
     if !config.tie_embeddings {
         add("lm_head.weight".into(), vec![v, d], Role::Matrix);
     }
@@ -151,7 +250,8 @@ pub struct Extras {
 }
 
 /// Converts `source` into a `.cact` written to `out`. `config_json` is stored in the
-/// manifest as is (it must parse as an LFM2 config). `progress(done, total, name)` is called
+/// manifest as is (it must parse as a [`ModelConfig`]); the manifest also records the
+/// architecture it resolves to. `progress(done, total, name)` is called
 /// before each tensor.
 pub fn convert<W: Write>(
     config_json: &Value,
@@ -161,7 +261,7 @@ pub fn convert<W: Write>(
     out: W,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<W> {
-    let config = Lfm2Config::from_json(config_json)?;
+    let config = ModelConfig::from_json(config_json)?;
     let specs = required_tensors(&config);
     let plan: Vec<TensorPlan> = specs
         .iter()

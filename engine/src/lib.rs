@@ -38,7 +38,7 @@ pub mod parallel;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{LayerKind, Lfm2Config, MoeConfig};
+pub use config::{Activation, Architecture, LayerKind, Lfm2Config, ModelConfig, MoeConfig, RopeConfig};
 pub use error::{Error, Result};
 pub use model::{LogitsMode, Model, State};
 pub use api::{FinishReason, FunctionCall, Message, Options, Request, Response, TokenEvent};

@@ -59,6 +59,24 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp_f32(-x))
 }
 
+/// GELU with the tanh approximation, as PyTorch's `gelu(x, approximate="tanh")` computes it
+/// for f32: `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, with `x^3` as
+/// `x * x * x` and tanh from `libm` (the same bits on every host).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    // PyTorch's kBeta = M_SQRT2 * M_2_SQRTPI * 0.5 (= sqrt(2/pi)), rounded to f32.
+    const BETA: f32 = (std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5) as f32;
+    const KAPPA: f32 = 0.044715;
+    let inner = BETA * (x + KAPPA * (x * x * x));
+    0.5 * x * (1.0 + libm::tanhf(inner))
+}
+
+/// Tanh soft-capping (Gemma): `cap * tanh(x / cap)`, in the order transformers applies it.
+#[inline]
+pub fn softcap(x: f32, cap: f32) -> f32 {
+    libm::tanhf(x / cap) * cap
+}
+
 /// Logistic sigmoid.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
@@ -83,6 +101,16 @@ impl Rope {
             .map(|j| 1.0 / libm::powf(theta, (2 * j) as f32 / head_dim as f32))
             .collect();
         Rope { inv_freq }
+    }
+
+    /// As [`Rope::new`] with linear position scaling (`rope_type: linear`): transformers
+    /// divides each inverse frequency by `factor` (in f32). `factor == 1` is [`Rope::new`].
+    pub fn with_scaling(head_dim: usize, theta: f32, factor: f32) -> Self {
+        let mut rope = Self::new(head_dim, theta);
+        if factor != 1.0 {
+            rope.inv_freq.iter_mut().for_each(|f| *f /= factor);
+        }
+        rope
     }
 
     /// cos and sin of `pos * inv_freq[j]` (angle in f32), each of length hd/2.

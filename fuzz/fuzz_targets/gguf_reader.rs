@@ -8,7 +8,7 @@ use saguaro_host::gguf::GgufFile;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(gguf) = GgufFile::parse(data) else { return };
-    if let Ok(config) = gguf.lfm2_config() {
+    if let Ok(config) = gguf.model_config() {
         if let Ok(config) = saguaro_engine::Lfm2Config::from_json(&config) {
             for spec in saguaro_engine::convert::required_tensors(&config).iter().take(64) {
                 let _ = gguf.tensor(&spec.name);

@@ -37,7 +37,7 @@ pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -
             )))
         } else if bytes.starts_with(b"GGUF") {
             let gguf = crate::gguf::GgufFile::parse(bytes).map_err(|e| with_source(e, src))?;
-            let config = gguf.lfm2_config()?;
+            let config = gguf.model_config()?;
             let extras = Extras { source: Some(src.display().to_string()), ..Extras::default() };
             write_cact(out, &config, &gguf, quant, &extras, show_progress)
         } else {

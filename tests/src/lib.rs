@@ -12,6 +12,10 @@ pub const LOGIT_TOLERANCE: f32 = 1e-4;
 pub const FIXTURES: &[&str] =
     &["hybrid-gqa", "mqa-headdim", "bf16-convbias", "sharded-allattn", "conv-heavy", "realistic-hybrid"];
 
+/// The Llama and Gemma 3 fixture folders (fixtures/make_llama_gemma_fixtures.py), checked by
+/// tests/llama_gemma.rs.
+pub const FAMILY_FIXTURES: &[&str] = &["llama-gqa", "llama-bias-untied", "gemma3-sliding", "gemma3-softcap-mqa"];
+
 /// The LFM2-MoE fixture folders (Lfm2MoeForCausalLM): tests/moe.rs checks their f32 paths,
 /// tests/quant_accuracy.rs their quantized ones (against fake-quant ideals with per-expert scales).
 pub const MOE_FIXTURES: &[&str] = &["moe-e4k2", "moe-e6k3", "moe-realistic"];
@@ -40,7 +44,9 @@ pub struct Reference {
     /// Logits of each position of `prompt + greedy[..15]` from one batched pass.
     pub full_logits: Vec<Vec<f32>>,
     /// The ideal results of each storage scheme (f16, int8, int4): PyTorch with
-    /// fake-quantized weights and activations, see fixtures/README.md.
+    /// fake-quantized weights and activations, see fixtures/README.md. Empty for the Llama /
+    /// Gemma fixtures (their quantized paths are judged against f32 with thresholds).
+    #[serde(default)]
     pub quant: std::collections::HashMap<String, QuantReference>,
 }
 

@@ -130,6 +130,11 @@ pub struct ChecksumReport {
 pub struct Manifest {
     /// The model's config.json, as the Hugging Face checkpoint had it.
     pub config: Value,
+    /// The model family (`lfm2`, `llama`, `gemma3`): which tensors the file holds and which
+    /// forward pass runs them. Absent in files written before other families existed, which
+    /// are LFM2 (their config's `model_type` says so too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
     /// generation_config.json, when the source had one.
     #[serde(default)]
     pub generation_config: Option<Value>,

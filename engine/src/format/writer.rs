@@ -68,6 +68,9 @@ impl<W: Write> CactWriter<W> {
         // The manifest's size depends on the offsets it contains and the offsets on its
         // size: compute with a placeholder data offset, then fix the point.
         let mut data_offset = 0u64;
+        // Recorded so that readers need not guess the family from the config.
+        let model_type = config.get("model_type").and_then(Value::as_str);
+        let architecture = crate::config::Architecture::from_model_type(model_type).ok().map(|a| a.name().to_string());
         let (manifest_text, entries, file_spans, table, file_len) = loop {
             let mut cursor = data_offset;
             let mut file_spans = HashMap::new();
@@ -98,6 +101,7 @@ impl<W: Write> CactWriter<W> {
             cursor = align_up(cursor + table.length);
             let manifest = Manifest {
                 config: config.clone(),
+                architecture: architecture.clone(),
                 generation_config: generation_config.clone(),
                 chat_template: chat_template.clone(),
                 files: file_spans.clone(),

@@ -1,10 +1,18 @@
-//! The LFM2 forward pass over T new tokens (T = prompt length for prefill, 1 for decode).
+//! The forward pass over T new tokens (T = prompt length for prefill, 1 for decode), one
+//! for every family:
 //!
 //! ```text
-//! h = E[ids]
-//! for each layer: h += Mixer(RMSNorm(h)); h += FFN(RMSNorm(h))
-//! logits = RMSNorm(h; embedding_norm) @ E^T
+//! h = E[ids] (* sqrt(D) for Gemma)
+//! for each layer:
+//!     h += PostNorm(Mixer(RMSNorm(h)))    # mixer: LFM2 conv or attention; PostNorm: Gemma only
+//!     h += PostNorm(FFN(RMSNorm(h)))      # gated FFN (SwiGLU; GeGLU for Gemma) or LFM2 MoE
+//! logits = RMSNorm(h; final norm) @ Head^T (Gemma: soft-capped when configured)
 //! ```
+//! - LFM2: conv or attention (QK-norm) mixers, no post norms, SwiGLU or MoE.
+//! - Llama: attention without QK-norm (optional biases), SwiGLU (optional biases).
+//! - Gemma 3: RMSNorm weights are `1 + w` (added at load), attention with QK-norm, a
+//!   sliding window on local layers with their own RoPE base, the `query_pre_attn_scalar`
+//!   scale; GeGLU; norms after the mixer and FFN too.
 //! Every per-token computation is the same whether tokens arrive together or one by one
 //! (each output row is its own dot product in the canonical order), so batched prefill and
 //! incremental decode give bit-identical logits.
@@ -12,7 +20,8 @@
 use super::{AttentionBlock, ConvBlock, FeedForward, Ffn, KvCache, LayerState, Mixer, MoeBlock, Model, State};
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
-use crate::math::{rms_norm, rms_norm_rows_inplace, Rope};
+use crate::config::Activation;
+use crate::math::{gelu_tanh, rms_norm, rms_norm_rows_inplace, softcap, Rope};
 use crate::parallel::{for_each_piece_mut, split_len, Parallel};
 
 /// Prompts longer than this are processed in chunks of this many tokens.
@@ -76,10 +85,13 @@ impl Model {
         // memory-bound and uses the decode runner (one thread by default).
         let par: &dyn Parallel = if t == 1 { &*self.threads.decode } else { &*self.threads.prefill };
 
-        // h: [T, D] residual stream, starting from the embedding rows (no scaling).
+        // h: [T, D] residual stream, starting from the embedding rows (times Gemma's scale).
         let mut h = vec![0.0f32; t * d];
         for (row, &tok) in h.chunks_exact_mut(d).zip(tokens) {
             self.embedding.row(tok as usize, row);
+            if let Some(scale) = cfg.embed_scale {
+                row.iter_mut().for_each(|x| *x *= scale);
+            }
         }
 
         let mut normed = vec![0.0f32; t * d]; // [T, D]
@@ -96,6 +108,9 @@ impl Model {
                 }
                 _ => unreachable!("State::new builds one state per layer of the same kind"),
             }
+            if let Some(w) = &layer.post_mixer_norm {
+                rms_norm_rows_inplace(k, &mut delta, w, cfg.norm_eps);
+            }
             add_inplace(&mut h, &delta);
 
             normed.copy_from_slice(&h);
@@ -103,6 +118,9 @@ impl Model {
             match &layer.ffn {
                 Ffn::Dense(ffn) => ffn_forward(k, par, ffn, &normed, t, &mut delta),
                 Ffn::Moe(moe) => moe_forward(k, par, moe, &normed, t, &mut delta),
+            }
+            if let Some(w) = &layer.post_ffn_norm {
+                rms_norm_rows_inplace(k, &mut delta, w, cfg.norm_eps);
             }
             add_inplace(&mut h, &delta);
         }
@@ -121,6 +139,9 @@ impl Model {
         let head = self.head();
         let mut logits = vec![0.0f32; n * head.rows];
         head.forward(k, par, &final_h, &mut logits);
+        if let Some(cap) = cfg.final_softcap {
+            logits.iter_mut().for_each(|x| *x = softcap(*x, cap));
+        }
         logits
     }
 }
@@ -214,13 +235,20 @@ fn attention_forward(
     block.q_proj.forward(k, par, u, &mut q);
     block.k_proj.forward(k, par, u, &mut new_k);
     block.v_proj.forward(k, par, u, &mut new_v);
+    add_bias_rows(&mut q, &block.q_bias);
+    add_bias_rows(&mut new_k, &block.k_bias);
+    add_bias_rows(&mut new_v, &block.v_bias);
 
-    // QK-norm per head, then RoPE at each token's absolute position.
-    rms_norm_rows_inplace(k, &mut q, &block.q_norm, cfg.norm_eps);
-    rms_norm_rows_inplace(k, &mut new_k, &block.k_norm, cfg.norm_eps);
+    // QK-norm per head (LFM2, Gemma), then RoPE at each token's absolute position.
+    if let Some(w) = &block.q_norm {
+        rms_norm_rows_inplace(k, &mut q, w, cfg.norm_eps);
+    }
+    if let Some(w) = &block.k_norm {
+        rms_norm_rows_inplace(k, &mut new_k, w, cfg.norm_eps);
+    }
     let (mut cos, mut sin) = (vec![0.0f32; hd / 2], vec![0.0f32; hd / 2]);
     for ti in 0..t {
-        model.rope.angles(pos + ti, &mut cos, &mut sin);
+        block.rope.angles(pos + ti, &mut cos, &mut sin);
         for head in q[ti * heads * hd..(ti + 1) * heads * hd].chunks_exact_mut(hd) {
             Rope::apply(head, &cos, &sin);
         }
@@ -231,23 +259,27 @@ fn attention_forward(
     cache.append(&new_k, &new_v);
     let cache = &*cache;
 
-    // softmax(q k^T * scale + causal mask) v. Query head h reads kv head h / group; the
-    // `group` query heads of a kv head share one matmul over its keys. Each score is the
-    // canonical dot product times the scale, each output element the canonical dot product
-    // of the probabilities with one transposed value row: the same bits for any split.
-    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    // softmax(q k^T * scale + mask) v. Query head h reads kv head h / group; the `group`
+    // query heads of a kv head share one matmul over its keys. Each score is the canonical
+    // dot product times the scale, each output element the canonical dot product of the
+    // probabilities with one transposed value row: the same bits for any split. The mask is
+    // causal, and for sliding-window layers also drops keys W or more positions back: the
+    // cache keeps every position, a query just reads the rows `first..=p` of it.
+    let scale = cfg.attn_scale;
     let mut attn = vec![0.0f32; t * heads * hd]; // [T, H, hd]
     let per_task = split_len(t, par.threads(), 4);
     for_each_piece_mut(par, &mut attn, per_task * heads * hd, &|task, piece| {
         let mut scores = Vec::with_capacity(group * (pos + t)); // [group, visible]
         for (i, out_t) in piece.chunks_exact_mut(heads * hd).enumerate() {
             let ti = task * per_task + i;
-            let visible = pos + ti + 1; // causal: positions 0..=pos+ti
+            let end = pos + ti + 1; // causal: positions < end
+            let first = block.window.map_or(0, |w| end.saturating_sub(w)); // window: positions >= first
+            let visible = end - first;
             for kvh in 0..kv_heads {
                 let q_group = &q[(ti * heads + kvh * group) * hd..][..group * hd];
                 scores.clear();
                 scores.resize(group * visible, 0.0);
-                (k.matmul_f32)(q_group, cache.keys(kvh, visible), hd, &mut scores);
+                (k.matmul_f32)(q_group, cache.keys_range(kvh, first, end), hd, &mut scores);
                 for (g, row) in scores.chunks_exact_mut(visible).enumerate() {
                     for s in row.iter_mut() {
                         *s *= scale;
@@ -255,24 +287,36 @@ fn attention_forward(
                     (k.softmax)(row);
                     let o = &mut out_t[(kvh * group + g) * hd..][..hd];
                     for (d, od) in o.iter_mut().enumerate() {
-                        *od = (k.dot_f32)(row, cache.value_row(kvh, d, visible));
+                        *od = (k.dot_f32)(row, cache.value_row_range(kvh, d, first, end));
                     }
                 }
             }
         }
     });
     block.out_proj.forward(k, par, &attn, out);
+    add_bias_rows(out, &block.out_bias);
 }
 
-/// SwiGLU FFN: `w2(silu(w1 u) * w3 u)`.
+/// Gated FFN: `w2(act(w1 u + b1) * (w3 u + b3)) + b2` (biases only where the config has
+/// them). SiLU goes through the kernel table; gelu-tanh is elementwise `libm` math.
 fn ffn_forward(k: &Kernels, par: &dyn Parallel, ffn: &FeedForward, u: &[f32], t: usize, out: &mut [f32]) {
     let f = ffn.w1.rows;
     let mut gate = vec![0.0f32; t * f]; // [T, F]
     let mut up = vec![0.0f32; t * f]; // [T, F]
     ffn.w1.forward(k, par, u, &mut gate);
     ffn.w3.forward(k, par, u, &mut up);
-    (k.silu_mul)(&mut gate, &up);
+    add_bias_rows(&mut gate, &ffn.b1);
+    add_bias_rows(&mut up, &ffn.b3);
+    match ffn.act {
+        Activation::Silu => (k.silu_mul)(&mut gate, &up),
+        Activation::GeluTanh => {
+            for (g, &u) in gate.iter_mut().zip(&up) {
+                *g = gelu_tanh(*g) * u;
+            }
+        }
+    }
     ffn.w2.forward(k, par, &gate, out);
+    add_bias_rows(out, &ffn.b2);
 }
 
 /// Chooses one token's experts from its router logits `logits` [E]: `experts[j]` and

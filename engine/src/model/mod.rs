@@ -1,7 +1,10 @@
-//! The LFM2 model: weights as the forward pass sees them, its state, and the forward pass.
+//! The model: weights as the forward pass sees them, its state, and the forward pass, for
+//! every family the engine runs (LFM2 / LFM2-MoE, Llama, Gemma 3; see [`Architecture`]).
 //!
 //! - [`Model`] holds the resolved config, every weight (shapes in the field comments) and
-//!   the kernel table it computes with.
+//!   the kernel table it computes with. The families share the blocks (attention, gated
+//!   FFN); what differs is optional (biases, QK-norm, post-norms, windows) and recorded in
+//!   the weights and the config, so one forward pass reads them all.
 //! - [`State`] is one sequence's memory: conv tails and KV caches ([`state`]).
 //! - [`forward`] is the single readable forward pass (batched prefill and one-token decode
 //!   are the same code with T tokens).
@@ -12,8 +15,8 @@ mod state;
 pub use forward::LogitsMode;
 pub use state::{KvCache, LayerState, State};
 
-use crate::config::{LayerKind, Lfm2Config};
-use crate::convert::{convert, Extras, Quant};
+use crate::config::{Activation, Architecture, LayerKind, ModelConfig};
+use crate::convert::{convert, Extras, Quant, TensorNames};
 use crate::error::{Error, Result};
 use crate::format::{CactFile, TensorDType, TensorEntry};
 use crate::kernels::{Kernels, QuantActs, QuantMatrix};
@@ -182,7 +185,7 @@ pub struct ConvBlock {
     pub out_bias: Option<Vec<f32>>,
 }
 
-/// Grouped-query attention block with QK-norm (`model.layers.N.self_attn.*`).
+/// Grouped-query attention block (`model.layers.N.self_attn.*`).
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
     /// `q_proj.weight` [H*hd, D].
@@ -191,12 +194,24 @@ pub struct AttentionBlock {
     pub k_proj: Linear,
     /// `v_proj.weight` [KV*hd, D].
     pub v_proj: Linear,
-    /// `out_proj.weight` [D, H*hd].
+    /// `out_proj.weight` (LFM2) / `o_proj.weight` [D, H*hd].
     pub out_proj: Linear,
-    /// `q_layernorm.weight` [hd]: RMSNorm per query head, before RoPE.
-    pub q_norm: Vec<f32>,
-    /// `k_layernorm.weight` [hd]: RMSNorm per key head, before RoPE.
-    pub k_norm: Vec<f32>,
+    /// Llama `attention_bias`: `q_proj.bias` [H*hd], `k_proj.bias` and `v_proj.bias` [KV*hd],
+    /// `o_proj.bias` [D].
+    pub q_bias: Option<Vec<f32>>,
+    pub k_bias: Option<Vec<f32>>,
+    pub v_bias: Option<Vec<f32>>,
+    pub out_bias: Option<Vec<f32>>,
+    /// QK-norm (LFM2 `q_layernorm`, Gemma `q_norm`) [hd]: RMSNorm per query head, before
+    /// RoPE; None for Llama. Gemma's `1 + w` is already added.
+    pub q_norm: Option<Vec<f32>>,
+    /// QK-norm of keys (`k_layernorm` / `k_norm`) [hd], like `q_norm`.
+    pub k_norm: Option<Vec<f32>>,
+    /// Sliding window W (Gemma local layers): a query at position p sees keys p-W+1..=p.
+    /// None: every earlier position (global attention).
+    pub window: Option<usize>,
+    /// RoPE frequencies of this layer (Gemma's local layers use another base).
+    pub rope: Rope,
 }
 
 /// The token mixer of a layer.
@@ -206,15 +221,22 @@ pub enum Mixer {
     Attention(AttentionBlock),
 }
 
-/// SwiGLU feed-forward (`model.layers.N.feed_forward.*`): `w2(silu(w1 u) * w3 u)`.
+/// Gated feed-forward: `w2(act(w1 u) * w3 u)` with act = SiLU (SwiGLU: LFM2
+/// `feed_forward.*`, Llama `mlp.*`) or gelu-tanh (GeGLU: Gemma `mlp.*`).
 #[derive(Debug, Clone)]
 pub struct FeedForward {
-    /// `w1.weight` (gate) [F, D].
+    /// `w1.weight` / `gate_proj.weight` (gate) [F, D].
     pub w1: Linear,
-    /// `w3.weight` (up) [F, D].
+    /// `w3.weight` / `up_proj.weight` (up) [F, D].
     pub w3: Linear,
-    /// `w2.weight` (down) [D, F].
+    /// `w2.weight` / `down_proj.weight` (down) [D, F].
     pub w2: Linear,
+    /// Llama `mlp_bias`: `gate_proj.bias` [F], `up_proj.bias` [F], `down_proj.bias` [D].
+    pub b1: Option<Vec<f32>>,
+    pub b3: Option<Vec<f32>>,
+    pub b2: Option<Vec<f32>>,
+    /// The gate activation.
+    pub act: Activation,
 }
 
 /// Mixture-of-experts FFN of LFM2-MoE (`model.layers.N.feed_forward.*`, layers >=
@@ -250,39 +272,51 @@ pub enum Ffn {
 }
 
 impl FeedForward {
-    /// `{prefix}.w1.weight` [F, D], `{prefix}.w3.weight` [F, D], `{prefix}.w2.weight` [D, F].
+    /// An LFM2 SwiGLU (dense FFN or one expert): `{prefix}.w1.weight` [F, D],
+    /// `{prefix}.w3.weight` [F, D], `{prefix}.w2.weight` [D, F].
     fn load(file: &CactFile, prefix: &str, f: usize, d: usize) -> Result<Self> {
         Ok(FeedForward {
             w1: Linear::load(file, &format!("{prefix}.w1.weight"), f, d)?,
             w3: Linear::load(file, &format!("{prefix}.w3.weight"), f, d)?,
             w2: Linear::load(file, &format!("{prefix}.w2.weight"), d, f)?,
+            b1: None,
+            b3: None,
+            b2: None,
+            act: Activation::Silu,
         })
     }
 }
 
-/// One decoder layer: `h += mixer(norm(h)); h += ffn(norm(h))`.
+/// One decoder layer: `h += post(mixer(norm(h))); h += post(ffn(norm(h)))`, where the post
+/// norms exist only in Gemma.
 #[derive(Debug, Clone)]
 pub struct Layer {
-    /// `operator_norm.weight` [D]: RMSNorm before the mixer.
+    /// RMSNorm before the mixer [D] (LFM2 `operator_norm`, Llama / Gemma `input_layernorm`).
     pub operator_norm: Vec<f32>,
     pub mixer: Mixer,
-    /// `ffn_norm.weight` [D]: RMSNorm before the FFN.
+    /// Gemma `post_attention_layernorm` [D]: RMSNorm of the mixer output.
+    pub post_mixer_norm: Option<Vec<f32>>,
+    /// RMSNorm before the FFN [D] (LFM2 `ffn_norm`, Llama `post_attention_layernorm`, Gemma
+    /// `pre_feedforward_layernorm`).
     pub ffn_norm: Vec<f32>,
     pub ffn: Ffn,
+    /// Gemma `post_feedforward_layernorm` [D]: RMSNorm of the FFN output.
+    pub post_ffn_norm: Option<Vec<f32>>,
 }
 
-/// A loaded LFM2 model.
+/// A loaded model of any family.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub config: Lfm2Config,
+    pub config: ModelConfig,
     /// `model.embed_tokens.weight` [V, D]; also the LM head when embeddings are tied.
     pub embedding: Linear,
     /// `lm_head.weight` [V, D] for untied checkpoints only.
     pub lm_head: Option<Linear>,
-    /// `model.embedding_norm.weight` [D]: despite its name, the FINAL norm.
+    /// The final RMSNorm [D] (LFM2 `model.embedding_norm`: despite its name, the FINAL norm;
+    /// Llama / Gemma `model.norm`).
     pub final_norm: Vec<f32>,
     pub layers: Vec<Layer>,
-    /// RoPE frequencies for the attention head dimension.
+    /// RoPE frequencies of global attention layers (each block holds its own copy).
     pub rope: Rope,
     /// The kernels this model computes with.
     pub kernels: Kernels,
@@ -295,20 +329,46 @@ pub struct Model {
 impl Model {
     /// Opens a model from a validated `.cact` file; weights stay in the file's bytes.
     pub fn from_cact(file: &CactFile) -> Result<Self> {
-        let config = Lfm2Config::from_json(&file.manifest.config)?;
+        let config = ModelConfig::from_json(&file.manifest.config)?;
+        if let Some(arch) = &file.manifest.architecture {
+            if arch != config.arch.name() {
+                return Err(Error::Format(format!(
+                    "the manifest says architecture `{arch}` but its config is `{}` ({})",
+                    config.model_type,
+                    config.arch.name()
+                )));
+            }
+        }
+        let names = TensorNames::of(config.arch);
+        // Gemma's RMSNorm multiplies by (1 + w): add the 1 here, in f32 as transformers does
+        // (`1.0 + weight.float()`), so every family runs the same `w * normalized` RMSNorm.
+        let norm = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let mut w = load_exact(file, name, &[n])?;
+            if config.norm_unit_offset {
+                w.iter_mut().for_each(|x| *x += 1.0);
+            }
+            Ok(w)
+        };
+        let optional = |present: bool, name: String, n: usize| -> Result<Option<Vec<f32>>> {
+            if present {
+                Ok(Some(load_exact(file, &name, &[n])?))
+            } else {
+                Ok(None)
+            }
+        };
         let d = config.hidden_size;
         let v = config.vocab_size;
         let f = config.ffn_dim;
         let hd = config.head_dim;
         let l = config.conv_kernel;
 
-        let embedding = Linear::load(file, "model.embed_tokens.weight", v, d)?;
+        let embedding = Linear::load(file, names.embedding, v, d)?;
         let lm_head = if config.tie_embeddings {
             None
         } else {
             Some(Linear::load(file, "lm_head.weight", v, d)?)
         };
-        let final_norm = load_exact(file, "model.embedding_norm.weight", &[d])?;
+        let final_norm = norm(names.final_norm, d)?;
 
         let mut layers = Vec::with_capacity(config.num_layers);
         for (i, kind) in config.layer_kinds.iter().enumerate() {
@@ -331,23 +391,44 @@ impl Model {
                 }),
                 LayerKind::Attention => {
                     let (h, kv) = (config.num_heads, config.num_kv_heads);
-                    let a = format!("{p}.self_attn");
+                    let ab = config.attention_bias;
+                    let rope = config.rope_for_layer(i);
                     Mixer::Attention(AttentionBlock {
-                        q_proj: Linear::load(file, &format!("{a}.q_proj.weight"), h * hd, d)?,
-                        k_proj: Linear::load(file, &format!("{a}.k_proj.weight"), kv * hd, d)?,
-                        v_proj: Linear::load(file, &format!("{a}.v_proj.weight"), kv * hd, d)?,
-                        out_proj: Linear::load(file, &format!("{a}.out_proj.weight"), d, h * hd)?,
-                        q_norm: load_exact(file, &format!("{a}.q_layernorm.weight"), &[hd])?,
-                        k_norm: load_exact(file, &format!("{a}.k_layernorm.weight"), &[hd])?,
+                        q_proj: Linear::load(file, &format!("{p}.{}.weight", names.q_proj), h * hd, d)?,
+                        k_proj: Linear::load(file, &format!("{p}.{}.weight", names.k_proj), kv * hd, d)?,
+                        v_proj: Linear::load(file, &format!("{p}.{}.weight", names.v_proj), kv * hd, d)?,
+                        out_proj: Linear::load(file, &format!("{p}.{}.weight", names.o_proj), d, h * hd)?,
+                        q_bias: optional(ab, format!("{p}.{}.bias", names.q_proj), h * hd)?,
+                        k_bias: optional(ab, format!("{p}.{}.bias", names.k_proj), kv * hd)?,
+                        v_bias: optional(ab, format!("{p}.{}.bias", names.v_proj), kv * hd)?,
+                        out_bias: optional(ab, format!("{p}.{}.bias", names.o_proj), d)?,
+                        q_norm: names.q_norm.map(|n| norm(&format!("{p}.{n}"), hd)).transpose()?,
+                        k_norm: names.k_norm.map(|n| norm(&format!("{p}.{n}"), hd)).transpose()?,
+                        window: config.layer_windows[i],
+                        rope: Rope::with_scaling(hd, rope.theta, rope.linear_factor),
                     })
                 }
             };
+            let mb = config.mlp_bias;
             layers.push(Layer {
-                operator_norm: load_exact(file, &format!("{p}.operator_norm.weight"), &[d])?,
+                operator_norm: norm(&format!("{p}.{}", names.attn_norm), d)?,
                 mixer,
-                ffn_norm: load_exact(file, &format!("{p}.ffn_norm.weight"), &[d])?,
+                post_mixer_norm: names.post_attn_norm.map(|n| norm(&format!("{p}.{n}"), d)).transpose()?,
+                ffn_norm: norm(&format!("{p}.{}", names.ffn_norm), d)?,
+                post_ffn_norm: names.post_ffn_norm.map(|n| norm(&format!("{p}.{n}"), d)).transpose()?,
                 ffn: match config.moe.as_ref().filter(|_| config.is_moe_layer(i)) {
-                    None => Ffn::Dense(FeedForward::load(file, &format!("{p}.feed_forward"), f, d)?),
+                    None if config.arch == Architecture::Lfm2 => {
+                        Ffn::Dense(FeedForward::load(file, &format!("{p}.feed_forward"), f, d)?)
+                    }
+                    None => Ffn::Dense(FeedForward {
+                        w1: Linear::load(file, &format!("{p}.{}.weight", names.gate_proj), f, d)?,
+                        w3: Linear::load(file, &format!("{p}.{}.weight", names.up_proj), f, d)?,
+                        w2: Linear::load(file, &format!("{p}.{}.weight", names.down_proj), d, f)?,
+                        b1: optional(mb, format!("{p}.{}.bias", names.gate_proj), f)?,
+                        b3: optional(mb, format!("{p}.{}.bias", names.up_proj), f)?,
+                        b2: optional(mb, format!("{p}.{}.bias", names.down_proj), d)?,
+                        act: config.activation,
+                    }),
                     Some(moe) => {
                         let (e, w) = (moe.num_experts, moe.moe_intermediate_size);
                         let gate_name = format!("{p}.feed_forward.gate.weight");
@@ -376,7 +457,7 @@ impl Model {
             });
         }
 
-        let rope = Rope::new(hd, config.rope_theta);
+        let rope = Rope::with_scaling(hd, config.rope_theta, config.rope_linear_factor);
         Ok(Model { config, embedding, lm_head, final_norm, layers, rope, kernels: Kernels::portable(), threads: Threads::default(), file: file.clone() })
     }
 

@@ -1,6 +1,6 @@
 //! The memory of one sequence: what a layer must remember to process the next token.
 
-use crate::config::{LayerKind, Lfm2Config};
+use crate::config::{LayerKind, ModelConfig};
 
 /// Per-layer decode state.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +94,18 @@ impl KvCache {
         &self.keys[h][..n * self.head_dim]
     }
 
+    /// Keys of kv head `h` for positions `first..end`, `[end - first, hd]` (sliding windows).
+    #[inline]
+    pub fn keys_range(&self, h: usize, first: usize, end: usize) -> &[f32] {
+        &self.keys[h][first * self.head_dim..end * self.head_dim]
+    }
+
+    /// Values of kv head `h`, dimension `d`, for positions `first..end`.
+    #[inline]
+    pub fn value_row_range(&self, h: usize, d: usize, first: usize, end: usize) -> &[f32] {
+        &self.values_t[h][d * self.capacity + first..d * self.capacity + end]
+    }
+
     /// Values of kv head `h`, dimension `d`, for positions `0..n`.
     #[inline]
     pub fn value_row(&self, h: usize, d: usize, n: usize) -> &[f32] {
@@ -127,7 +139,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: &Lfm2Config) -> Self {
+    pub fn new(config: &ModelConfig) -> Self {
         let layers = config
             .layer_kinds
             .iter()

@@ -45,9 +45,19 @@ fn print_model(o: &mut String, path: &std::path::Path, brief: bool) -> Result<()
     })?;
     let m = &file.manifest;
     outln!(o, "file        {} ({} bytes, format version {})", path.display(), file.len(), file.version);
-    outln!(o, "model       {} vocab {} hidden {} layers {}", c.model_type, c.vocab_size, c.hidden_size, c.num_layers);
-    let pattern: String = c.layer_kinds.iter().map(|k| if *k == LayerKind::Attention { 'A' } else { 'c' }).collect();
-    outln!(o, "layers      {pattern}  (c = short conv, A = attention)");
+    outln!(o, "model       {} ({}) vocab {} hidden {} layers {}", c.model_type, c.arch.name(), c.vocab_size, c.hidden_size, c.num_layers);
+    let pattern: String = c
+        .layer_kinds
+        .iter()
+        .zip(&c.layer_windows)
+        .map(|(k, w)| match (k, w) {
+            (LayerKind::Conv, _) => 'c',
+            (LayerKind::Attention, None) => 'A',
+            (LayerKind::Attention, Some(_)) => 's',
+        })
+        .collect();
+    let window = c.layer_windows.iter().flatten().next().map(|w| format!(", s = sliding window {w}")).unwrap_or_default();
+    outln!(o, "layers      {pattern}  (c = short conv, A = attention{window})");
     outln!(o, "attention   {} heads, {} kv heads, head_dim {}, rope_theta {}", c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta);
     outln!(o, "ffn         {}{}", c.ffn_dim, c.moe.as_ref().map(|m| format!(", {} experts top-{} width {}", m.num_experts, m.num_experts_per_tok, m.moe_intermediate_size)).unwrap_or_default());
     outln!(o, "context     {}   tied embeddings: {}", c.max_position_embeddings, c.tie_embeddings);

@@ -393,10 +393,16 @@ impl Meta<'_, '_> {
 }
 
 impl TensorSource for GgufFile<'_> {
-    /// Serves tensors under their Hugging Face names: F32 / F16 / BF16 borrowed, Q8_0 /
+    /// Serves tensors under their Hugging Face names (Llama / Gemma 3 files: see
+    /// [`super::llama`]): F32 / F16 / BF16 borrowed, Q8_0 /
     /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K dequantized to f32; other types are
     /// an error.
     fn tensor(&self, name: &str) -> Result<Option<RawTensor<'_>>> {
+        match self.architecture() {
+            Some("llama") => return self.llama_family_tensor(name, false),
+            Some("gemma3") => return self.llama_family_tensor(name, true),
+            _ => {}
+        }
         match self.raw_tensor(name)? {
             None => Ok(None),
             Some(view) => GgufFile::decode(name, view.ggml_type, view.shape, view.bytes).map(Some),

@@ -20,9 +20,12 @@
 //!
 //! [`lfm2`] serves the tensors under their Hugging Face names (the engine's
 //! [`TensorSource`](saguaro_engine::weights::TensorSource)) and builds a config.json from the
-//! `lfm2.*` / `lfm2moe.*` metadata.
+//! `lfm2.*` / `lfm2moe.*` metadata; [`llama`] does the same for `llama.*` and `gemma3.*` files
+//! (undoing llama.cpp's Q/K permutation and Gemma norm shift). [`GgufFile::model_config`]
+//! picks by `general.architecture`.
 
 pub mod lfm2;
+pub mod llama;
 pub mod types;
 
 use std::borrow::Cow;
@@ -32,6 +35,7 @@ use saguaro_engine::weights::{DType, RawTensor};
 use saguaro_engine::{Error, Result};
 
 pub use lfm2::{hf_to_gguf_name, GgufName};
+pub use llama::llama_family_gguf_name;
 pub use types::GgmlType;
 
 /// The file magic, "GGUF".
