@@ -240,7 +240,9 @@ impl ChatModel {
     /// The prompt token ids of a request. A prompt longer than the context is an
     /// [`Error::ContextFull`], found at a cost that follows the context rather than the input
     /// (tokenizing a whole 50 MB prompt takes gigabytes and tens of seconds):
-    /// - at most one token per byte: a text no longer than the context in bytes fits;
+    /// - before rendering: at least [`ChatModel::min_tokens_per_message`] tokens per message, and
+    ///   the user messages' text at one token per 2 x [`ChatModel::max_token_bytes`] bytes;
+    /// - after rendering, at most one token per byte: a text no longer than the context fits;
     /// - at least one token per [`ChatModel::max_token_bytes`] bytes (halved, for normalizers
     ///   that shrink text): a text longer than that bound is refused without tokenizing;
     /// - otherwise the text is tokenized in chunks with a running count that stops as soon as

@@ -123,9 +123,14 @@ impl PartialOutput {
     /// Creates the temporary file for `out` (call [`check_output`] first).
     pub fn create(out: &Path) -> Result<PartialOutput> {
         install_signal_cleanup();
-        let resolved = resolve_output(out)?;
-        let folder = resolved.parent().unwrap_or(Path::new("."));
-        let name = resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Next to `out` itself (not what a symlink there points to): the rename must stay within
+        // one file system, and it replaces the link, never a file elsewhere.
+        resolve_output(out)?;
+        let folder = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".partial");

@@ -104,6 +104,23 @@ fn failed_conversions_leave_no_partial_file_and_keep_the_old_output() {
 }
 
 #[test]
+fn an_output_symlink_is_replaced_and_its_target_left_alone() {
+    let dir = temp_dir("outlink");
+    let other = dir.join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("old.cact"), b"someone else's file").unwrap();
+    let link = dir.join("m.cact");
+    std::os::unix::fs::symlink(other.join("old.cact"), &link).unwrap();
+    let r = run(&["convert", s(&chat_model()), "-o", s(&link), "--quant", "f32", "--quiet"], "");
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(&link).unwrap().starts_with(b"CACT"));
+    assert_eq!(std::fs::read(other.join("old.cact")).unwrap(), b"someone else's file");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1, "a temporary file was left beside the target");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn ctrl_c_removes_the_partial_output() {
     let dir = temp_dir("sigint");
     let out = dir.join("big.cact");
