@@ -18,7 +18,8 @@
 //!   template unchanged; null fields are dropped (as transformers does).
 //! - `tools`: OpenAI-style function schemas or bare `{"name", "description", "parameters"}`. They
 //!   reach the template exactly as given; their names are the ones tool calls are checked against.
-//! - `options`: see [`Options`]. Unknown option names are ignored (Cactus has a few more).
+//! - `options`: see [`Options`] (each default and where it comes from: [`Options::resolve`]).
+//!   Unknown option names are ignored (Cactus has a few more).
 //!
 //! The response ([`Response`]) always has every field of the schema; on failure `success` is
 //! false, `error` says why, `error_code` is the engine error's code ([`crate::Error::code`]) and
@@ -97,28 +98,40 @@ fn temperature_problem(temperature: f32) -> Option<String> {
     }
 }
 
-/// Generation options. Every field is optional; missing ones take the model's defaults
-/// ([`GenerationDefaults`]). Out-of-range values are refused (never clamped), on every surface:
-/// see [`Options::resolve`].
+/// Generation options. Every field is optional. A missing sampling value (temperature, top_k,
+/// top_p, min_p, repetition_penalty) comes from, in order: the `preset` if the request names
+/// one, else the model's generation_config.json, else the neutral value ([`NEUTRAL`]: what
+/// transformers samples with when nothing is set). `temperature: 0` in the request is pure
+/// argmax: the repetition penalty is then the request's own `repetition_penalty` or none (a
+/// preset's or the model's penalty does not apply). Out-of-range values are refused (never clamped), on
+/// every surface. See [`Options::resolve`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Options {
-    /// 0 = greedy, else in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]].
+    /// A named set of sampling values ([`Preset`]: `"lfm2"` or `"lfm2.5"`) used instead of the
+    /// model's generation_config.json; the other options here override it value by value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// 0 = greedy (argmax), else in [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]]. Default: preset, generation_config.json
+    /// (`temperature`; `do_sample: false` means 0), else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
-    /// Keep the k most likely tokens; 0 = off; at most [`MAX_TOP_K`].
+    /// Keep the k most likely tokens; 0 = off; at most [`MAX_TOP_K`]. Default: preset, generation_config.json, else 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
-    /// Nucleus sampling, in (0, 1]; 1 = off.
+    /// Nucleus sampling, in (0, 1]; 1 = off. Default: preset, generation_config.json, else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     /// Drop tokens less likely than `min_p` times the most likely one, in [0, 1]; 0 = off.
+    /// Default: preset, generation_config.json, else 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_p: Option<f32>,
     /// In [[`MIN_REPETITION_PENALTY`], [`MAX_REPETITION_PENALTY`]]; 1 = off. Applied over the last
-    /// [`SamplingParams::repetition_window`] tokens.
+    /// [`SamplingParams::repetition_window`] tokens. Default: 1 when the request sets
+    /// `temperature: 0`; otherwise preset, generation_config.json, else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repetition_penalty: Option<f32>,
-    /// Most new tokens to generate (the end-of-turn token counts).
+    /// Most new tokens to generate (the end-of-turn token counts). Default:
+    /// generation_config.json `max_new_tokens`, else [`DEFAULT_MAX_TOKENS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
     /// Stop when the generated text contains one of these.
@@ -408,18 +421,83 @@ impl Response {
     }
 }
 
-/// LFM2's recommended sampling (lfm2-spec.md): temperature 0.3, min_p 0.15, repetition 1.05.
-pub const LFM2_TEMPERATURE: f32 = 0.3;
-pub const LFM2_MIN_P: f32 = 0.15;
-pub const LFM2_REPETITION_PENALTY: f32 = 1.05;
-/// `max_tokens` when neither the request nor generation_config.json says.
+/// `max_tokens` when neither the request nor generation_config.json says (Saguaro's own value:
+/// transformers' `max_length` 20 counts the prompt too and would cut most chat answers).
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 /// `confidence_threshold` when the request does not say.
 pub const DEFAULT_CONFIDENCE_THRESHOLD: f32 = 0.7;
 
+/// The five sampling values a request, a preset or a model can set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingDefaults {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+}
+
+/// The sampling values used when neither the request, a preset nor the model says: plain
+/// sampling from the model's distribution. These are transformers' values for sampling
+/// (`do_sample=True`: temperature 1, top_p 1, repetition_penalty 1, min_p unset) with one
+/// difference: transformers' global default `top_k` is 50, here top_k is off (0), so an unset
+/// value never cuts the distribution.
+pub const NEUTRAL: SamplingDefaults =
+    SamplingDefaults { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0 };
+
+/// Named sampling recipes (`options.preset`). Each sets all five sampling values, so the result
+/// does not depend on the model's generation_config.json; options given next to the preset
+/// override it value by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Preset {
+    /// LiquidAI's recommended sampling for LFM2 (lfm2-spec.md, the LFM2 model cards):
+    /// temperature 0.3, min_p 0.15, repetition_penalty 1.05 (top_k off, top_p 1).
+    #[serde(rename = "lfm2")]
+    Lfm2,
+    /// LiquidAI's recommended sampling for LFM2.5: temperature 0.1, top_k 50, top_p 0.1,
+    /// repetition_penalty 1.05 (min_p off).
+    #[serde(rename = "lfm2.5")]
+    Lfm25,
+}
+
+impl Preset {
+    /// Every preset, in the order help texts list them.
+    pub const ALL: [Preset; 2] = [Preset::Lfm2, Preset::Lfm25];
+
+    /// The name a request uses (`options.preset`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lfm2 => "lfm2",
+            Preset::Lfm25 => "lfm2.5",
+        }
+    }
+
+    /// The preset called `name`, or an input error that lists the known ones.
+    pub fn from_name(name: &str) -> Result<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            let known: Vec<_> = Preset::ALL.iter().map(|p| format!("`{}`", p.name())).collect();
+            Error::Input(format!("unknown sampling preset `{name}` (known: {})", known.join(", ")))
+        })
+    }
+
+    /// The sampling values of the preset.
+    pub fn sampling(self) -> SamplingDefaults {
+        match self {
+            Preset::Lfm2 => SamplingDefaults { temperature: 0.3, min_p: 0.15, repetition_penalty: 1.05, ..NEUTRAL },
+            Preset::Lfm25 => {
+                SamplingDefaults { temperature: 0.1, top_k: 50, top_p: 0.1, repetition_penalty: 1.05, ..NEUTRAL }
+            }
+        }
+    }
+}
+
 /// The model's defaults for missing options: generation_config.json's `temperature`, `top_k`,
-/// `top_p`, `min_p`, `repetition_penalty`, `max_new_tokens` where present (`do_sample: false`
-/// means temperature 0), otherwise LFM2's recommended values, top_k 0, top_p 1, max_tokens 512.
+/// `top_p`, `min_p`, `repetition_penalty` and `max_new_tokens` where present and valid,
+/// otherwise [`NEUTRAL`] and [`DEFAULT_MAX_TOKENS`]. `do_sample: false` means greedy
+/// (temperature 0) as in transformers, where it turns off temperature, top_k, top_p and min_p
+/// but not the repetition penalty. A generation_config without `do_sample` is read as sampling
+/// with its values (transformers would decode greedily and warn that they are unused; a model
+/// that lists sampling values means them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationDefaults {
     pub temperature: f32,
@@ -431,20 +509,38 @@ pub struct GenerationDefaults {
 }
 
 impl Default for GenerationDefaults {
+    /// A model without generation_config.json.
     fn default() -> Self {
-        GenerationDefaults {
-            temperature: LFM2_TEMPERATURE,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: LFM2_MIN_P,
-            repetition_penalty: LFM2_REPETITION_PENALTY,
-            max_tokens: DEFAULT_MAX_TOKENS,
-        }
+        GenerationDefaults::with_sampling(NEUTRAL, DEFAULT_MAX_TOKENS)
     }
 }
 
 impl GenerationDefaults {
-    /// Defaults from a generation_config.json value (invalid entries are ignored).
+    fn with_sampling(s: SamplingDefaults, max_tokens: usize) -> Self {
+        GenerationDefaults {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repetition_penalty: s.repetition_penalty,
+            max_tokens,
+        }
+    }
+
+    /// The five sampling values.
+    pub fn sampling(&self) -> SamplingDefaults {
+        SamplingDefaults {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        }
+    }
+
+    /// Defaults from a generation_config.json value. Invalid entries are ignored (a bad
+    /// optional hint in a model file should not make the model unusable): the neutral value
+    /// stays.
     pub fn from_generation_config(config: Option<&Value>) -> Self {
         let mut d = GenerationDefaults::default();
         let Some(Value::Object(c)) = config else { return d };
@@ -465,7 +561,7 @@ impl GenerationDefaults {
             d.repetition_penalty = r;
         }
         if let Some(m) = c.get("max_new_tokens").and_then(Value::as_u64).filter(|m| *m > 0) {
-            d.max_tokens = m as usize;
+            d.max_tokens = usize::try_from(m).unwrap_or(usize::MAX);
         }
         if c.get("do_sample") == Some(&Value::Bool(false)) {
             d.temperature = 0.0;
@@ -485,27 +581,37 @@ pub struct ResolvedOptions {
 }
 
 impl Options {
-    /// Applies `defaults` and validates every value. Values out of their documented range are
-    /// refused with an error naming the option (never clamped: a request means what it says).
+    /// Applies the defaults and validates every value. Each sampling value is the first of:
+    /// the request's own value; the preset's (when `preset` is set); the model's
+    /// (`defaults`, i.e. generation_config.json, else [`NEUTRAL`]). One exception: when the
+    /// request itself sets `temperature: 0`, the repetition penalty is the request's
+    /// `repetition_penalty` or 1, so a greedy request is pure argmax unless it asks for a
+    /// penalty (greedy coming from the model's `do_sample: false` keeps the model's penalty,
+    /// as transformers' `generate()` does).
     pub fn resolve(&self, defaults: &GenerationDefaults) -> Result<ResolvedOptions> {
         let bad = |what: String| Err(Error::Input(format!("options.{what}")));
-        let temperature = self.temperature.unwrap_or(defaults.temperature);
+        let base = match self.preset {
+            Some(p) => p.sampling(),
+            None => defaults.sampling(),
+        };
+        let temperature = self.temperature.unwrap_or(base.temperature);
         if let Some(why) = temperature_problem(temperature) {
             return bad(why);
         }
-        let top_k = self.top_k.unwrap_or(defaults.top_k);
+        let top_k = self.top_k.unwrap_or(base.top_k);
         if top_k > MAX_TOP_K {
             return bad(format!("top_k {top_k} is more than {MAX_TOP_K}: use 0 to keep every token"));
         }
-        let top_p = self.top_p.unwrap_or(defaults.top_p);
+        let top_p = self.top_p.unwrap_or(base.top_p);
         if !(top_p > 0.0 && top_p <= 1.0) {
             return bad(format!("top_p {top_p} must be in (0, 1]"));
         }
-        let min_p = self.min_p.unwrap_or(defaults.min_p);
+        let min_p = self.min_p.unwrap_or(base.min_p);
         if !(0.0..=1.0).contains(&min_p) {
             return bad(format!("min_p {min_p} must be in [0, 1]"));
         }
-        let repetition_penalty = self.repetition_penalty.unwrap_or(defaults.repetition_penalty);
+        let penalty_default = if self.temperature == Some(0.0) { NEUTRAL.repetition_penalty } else { base.repetition_penalty };
+        let repetition_penalty = self.repetition_penalty.unwrap_or(penalty_default);
         if !(MIN_REPETITION_PENALTY..=MAX_REPETITION_PENALTY).contains(&repetition_penalty) {
             return bad(format!(
                 "repetition_penalty {repetition_penalty} is out of range: use a value from {MIN_REPETITION_PENALTY} to {MAX_REPETITION_PENALTY} (1 = off)"
@@ -575,24 +681,111 @@ mod tests {
         assert!(Request::from_json(r#"{"messages": [{"role": "user"}], "options": {"temperature": "hot"}}"#).is_err());
     }
 
+    fn sampling_of(r: &ResolvedOptions) -> SamplingDefaults {
+        let s = &r.sampling;
+        SamplingDefaults { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, repetition_penalty: s.repetition_penalty }
+    }
+
+    fn options(v: Value) -> Options {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
-    fn options_resolve_with_defaults_and_checks() {
-        let d = GenerationDefaults::from_generation_config(Some(&json!({"temperature": 0.1, "top_k": 50, "top_p": 0.1, "max_new_tokens": 9})));
-        let r = Options::default().resolve(&d).unwrap();
-        assert_eq!((r.sampling.temperature, r.sampling.top_k, r.sampling.top_p, r.max_tokens), (0.1, 50, 0.1, 9));
-        assert_eq!(r.sampling.min_p, LFM2_MIN_P);
-        assert_eq!(GenerationDefaults::from_generation_config(Some(&json!({"do_sample": false, "temperature": 0.7}))).temperature, 0.0);
-        assert_eq!(GenerationDefaults::from_generation_config(None), GenerationDefaults::default());
+    fn generation_config_values_are_read() {
+        let d = GenerationDefaults::from_generation_config(Some(&json!({
+            "do_sample": true, "temperature": 0.1, "top_k": 50, "top_p": 0.1, "min_p": 0.2,
+            "repetition_penalty": 1.3, "max_new_tokens": 9, "eos_token_id": 7})));
+        let want = SamplingDefaults { temperature: 0.1, top_k: 50, top_p: 0.1, min_p: 0.2, repetition_penalty: 1.3 };
+        assert_eq!((d.sampling(), d.max_tokens), (want, 9));
+        // do_sample false: greedy whatever temperature says; the penalty stays (transformers).
+        let d = GenerationDefaults::from_generation_config(Some(&json!({"do_sample": false, "temperature": 0.7, "repetition_penalty": 1.2})));
+        assert_eq!((d.temperature, d.repetition_penalty), (0.0, 1.2));
+        // No file, a file with only token ids, invalid values: the neutral values.
+        let neutral = GenerationDefaults { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, max_tokens: DEFAULT_MAX_TOKENS };
+        assert_eq!(GenerationDefaults::from_generation_config(None), neutral);
+        assert_eq!(GenerationDefaults::from_generation_config(Some(&json!({"bos_token_id": 1, "eos_token_id": 7}))), neutral);
+        let invalid = json!({"temperature": -1, "top_k": -3, "top_p": 0, "min_p": 2, "repetition_penalty": 0, "max_new_tokens": 0});
+        assert_eq!(GenerationDefaults::from_generation_config(Some(&invalid)), neutral);
+        assert_eq!(GenerationDefaults::from_generation_config(Some(&json!([1, 2]))), neutral);
+    }
+
+    #[test]
+    fn options_resolve_request_then_preset_then_model_then_neutral() {
+        let model = GenerationDefaults::from_generation_config(Some(&json!({"temperature": 0.7, "top_k": 20, "repetition_penalty": 1.2, "max_new_tokens": 33})));
+        let none = GenerationDefaults::default();
+
+        // Nothing in the request: the model's values, neutral where the model says nothing.
+        let r = Options::default().resolve(&model).unwrap();
+        assert_eq!(sampling_of(&r), SamplingDefaults { temperature: 0.7, top_k: 20, repetition_penalty: 1.2, ..NEUTRAL });
+        assert_eq!(r.max_tokens, 33);
+        let r = Options::default().resolve(&none).unwrap();
+        assert_eq!((sampling_of(&r), r.max_tokens, r.sampling.seed), (NEUTRAL, DEFAULT_MAX_TOKENS, 0));
+
+        // A preset replaces the model's five sampling values (not max_tokens).
+        for preset in Preset::ALL {
+            let r = options(json!({"preset": preset.name()})).resolve(&model).unwrap();
+            assert_eq!((sampling_of(&r), r.max_tokens), (preset.sampling(), 33), "{preset:?}");
+        }
+        assert_eq!(Preset::Lfm2.sampling(), SamplingDefaults { temperature: 0.3, top_k: 0, top_p: 1.0, min_p: 0.15, repetition_penalty: 1.05 });
+        assert_eq!(Preset::Lfm25.sampling(), SamplingDefaults { temperature: 0.1, top_k: 50, top_p: 0.1, min_p: 0.0, repetition_penalty: 1.05 });
+
+        // Request values override the preset and the model, one by one.
+        let r = options(json!({"preset": "lfm2", "temperature": 0.9, "top_k": 5, "max_tokens": 4})).resolve(&model).unwrap();
+        assert_eq!(sampling_of(&r), SamplingDefaults { temperature: 0.9, top_k: 5, ..Preset::Lfm2.sampling() });
+        assert_eq!(r.max_tokens, 4);
+        let r = options(json!({"min_p": 0.5, "top_p": 0.8})).resolve(&model).unwrap();
+        assert_eq!(sampling_of(&r), SamplingDefaults { temperature: 0.7, top_k: 20, top_p: 0.8, min_p: 0.5, repetition_penalty: 1.2 });
+    }
+
+    #[test]
+    fn temperature_zero_in_the_request_is_pure_argmax_unless_it_asks_for_a_penalty() {
+        let model = GenerationDefaults::from_generation_config(Some(&json!({"do_sample": true, "temperature": 0.3, "repetition_penalty": 1.05})));
+        for req in [json!({"temperature": 0}), json!({"temperature": 0.0, "preset": "lfm2"}), json!({"temperature": 0, "preset": "lfm2.5"})] {
+            let r = options(req.clone()).resolve(&model).unwrap();
+            assert_eq!((r.sampling.temperature, r.sampling.repetition_penalty), (0.0, 1.0), "{req}");
+        }
+        let r = options(json!({"temperature": 0, "repetition_penalty": 1.3})).resolve(&model).unwrap();
+        assert_eq!((r.sampling.temperature, r.sampling.repetition_penalty), (0.0, 1.3));
+        // Greedy because the model says do_sample false: the model's penalty applies, as in
+        // transformers' generate() with that generation_config.
+        let greedy_model = GenerationDefaults::from_generation_config(Some(&json!({"do_sample": false, "repetition_penalty": 1.3})));
+        let r = Options::default().resolve(&greedy_model).unwrap();
+        assert_eq!((r.sampling.temperature, r.sampling.repetition_penalty), (0.0, 1.3));
+        // A non-zero temperature keeps the model's penalty.
+        let r = options(json!({"temperature": 0.5})).resolve(&model).unwrap();
+        assert_eq!(r.sampling.repetition_penalty, 1.05);
+    }
+
+    #[test]
+    fn presets_parse_by_name_and_unknown_ones_are_input_errors() {
+        assert_eq!(options(json!({"preset": "lfm2.5"})).preset, Some(Preset::Lfm25));
+        assert_eq!(options(json!({"preset": null})).preset, None);
+        for p in Preset::ALL {
+            assert_eq!(Preset::from_name(p.name()).unwrap(), p);
+            assert_eq!(serde_json::to_value(p).unwrap(), json!(p.name()));
+        }
+        let err = Preset::from_name("llama").unwrap_err();
+        assert_eq!(err.code(), "input");
+        assert!(err.to_string().contains("`lfm2`, `lfm2.5`"), "{err}");
+        let err = Request::from_json(r#"{"messages": [{"role": "user", "content": "x"}], "options": {"preset": "LFM2"}}"#).unwrap_err();
+        assert_eq!(err.code(), "input");
+        assert!(err.to_string().contains("lfm2.5"), "{err}");
+    }
+
+    #[test]
+    fn invalid_options_are_input_errors() {
+        let d = GenerationDefaults::default();
         for bad in [
             Options { temperature: Some(-1.0), ..Default::default() },
             Options { temperature: Some(f32::NAN), ..Default::default() },
             Options { top_p: Some(0.0), ..Default::default() },
             Options { min_p: Some(1.5), ..Default::default() },
             Options { repetition_penalty: Some(0.0), ..Default::default() },
+            Options { repetition_penalty: Some(f32::INFINITY), temperature: Some(0.0), ..Default::default() },
             Options { confidence_threshold: Some(2.0), ..Default::default() },
             Options { stop_sequences: vec![String::new()], ..Default::default() },
         ] {
-            assert!(bad.resolve(&d).is_err(), "{bad:?}");
+            assert_eq!(bad.resolve(&d).unwrap_err().code(), "input", "{bad:?}");
         }
     }
 
@@ -623,7 +816,7 @@ mod tests {
         }
         // generation_config values out of range are ignored (the model's file is not the caller's fault).
         let g = GenerationDefaults::from_generation_config(Some(&json!({"temperature": 1e9, "top_k": 1u64 << 40})));
-        assert_eq!((g.temperature, g.top_k), (LFM2_TEMPERATURE, 0));
+        assert_eq!((g.temperature, g.top_k), (NEUTRAL.temperature, 0));
         assert!(check_temperature(-0.5).is_err() && check_temperature(f32::NAN).is_err() && check_temperature(0.7).is_ok());
     }
 

@@ -41,6 +41,6 @@ pub mod weights;
 pub use config::{Activation, Architecture, LayerKind, Lfm2Config, ModelConfig, MoeConfig, RopeConfig};
 pub use error::{Error, Result};
 pub use model::{LogitsMode, Model, State};
-pub use api::{FinishReason, FunctionCall, Message, Options, Request, Response, TokenEvent};
+pub use api::{FinishReason, FunctionCall, Message, Options, Preset, Request, Response, TokenEvent};
 pub use session::{ChatModel, Clock, Completion, Event, Hooks, Session};
 pub use tokenizer::Tokenizer;

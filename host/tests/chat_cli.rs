@@ -175,8 +175,124 @@ fn run_answers_with_the_bundled_model() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("generated tokens"));
-    let out = saguaro(&["run", "--json", "--temperature", "0", "--max-tokens", "4", "--prompt", "Hi"], "");
+    // --max-tokens caps the answer (the first token always counts, even an end of turn).
+    let out = saguaro(&["run", "--json", "--max-tokens", "1", "--prompt", "Hi"], "");
     assert!(out.status.success());
     let v = response_json(&out);
-    assert_eq!((v["success"].clone(), v["decode_tokens"].clone()), (json!(true), json!(4)));
+    assert_eq!((v["success"].clone(), v["decode_tokens"].clone()), (json!(true), json!(1)));
+    // --temperature 0 overrides the default preset: pure argmax, transformers' greedy tokens.
+    let g = default_generations().into_iter().find(|g| g["name"] == "fixture_generation_config/greedy").unwrap();
+    let prompt = g["request"]["messages"][0]["content"].as_str().unwrap();
+    let max = g["request"]["options"]["max_tokens"].to_string();
+    let out = saguaro(&["run", "--json", "--temperature", "0", "--max-tokens", &max, "--prompt", prompt], "");
+    assert!(out.status.success());
+    let v = response_json(&out);
+    assert_eq!(v["response"], g["text"]);
+    assert_eq!(v["decode_tokens"].as_u64().unwrap() as usize, g["tokens"].as_array().unwrap().len());
+}
+
+/// The references whose requests leave options to the model and the engine's rules
+/// (reference.json `default_generations`, each with the generation_config.json it was made with).
+fn default_generations() -> Vec<Value> {
+    let text = std::fs::read_to_string(chat_dir().join("reference.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["default_generations"].as_array().unwrap().clone()
+}
+
+/// A copy of the fixture model folder whose generation_config.json is `config` (none if null).
+fn model_with_generation_config(name: &str, config: &Value) -> PathBuf {
+    let dir = temp_dir(name);
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap() != "generation_config.json" {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    if !config.is_null() {
+        std::fs::write(dir.join("generation_config.json"), config.to_string()).unwrap();
+    }
+    dir
+}
+
+/// The streamed token ids and the response of `complete --stream`.
+fn complete_streamed(model: &Path, request: &Value) -> (Value, Value) {
+    let out = saguaro(&["complete", "--model", model.to_str().unwrap(), "--stream"], &request.to_string());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let response = response_json(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let ids = lines[..lines.len() - 1].iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["token_id"].clone()).collect();
+    (Value::Array(ids), response)
+}
+
+#[test]
+fn complete_defaults_come_from_generation_config_in_a_folder_and_in_a_cact() {
+    // Each model variant as a Hugging Face folder and converted to .cact (the manifest keeps
+    // generation_config.json): the request's missing options resolve alike and the tokens are
+    // transformers' generate() on that folder.
+    for (i, g) in default_generations().iter().enumerate() {
+        let name = g["name"].as_str().unwrap();
+        let folder = model_with_generation_config(&format!("defaults{i}"), &g["generation_config"]);
+        // Next to the folder: convert refuses to write inside its source folder.
+        let cact = folder.with_extension("cact");
+        let out = saguaro(&["convert", folder.to_str().unwrap(), "-o", cact.to_str().unwrap(), "--quant", "f32", "--quiet"], "");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for model in [&folder, &cact] {
+            let (ids, response) = complete_streamed(model, &g["request"]);
+            assert_eq!(ids, g["tokens"], "{name} on {}", model.display());
+            assert_eq!(response["response"], g["text"], "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&folder);
+        let _ = std::fs::remove_file(&cact);
+    }
+}
+
+#[test]
+fn run_says_which_preset_it_samples_with_and_equals_complete_with_that_preset() {
+    let m = model_dir();
+    let prompt = "Tell me a story.";
+    let request = |options: Value| json!({"messages": [{"role": "user", "content": prompt}], "options": options});
+    let strip = |mut v: Value| {
+        for k in ["time_to_first_token_ms", "total_time_ms", "prefill_tps", "decode_tps", "ram_usage_mb"] {
+            v[k] = json!(0);
+        }
+        v
+    };
+    let cases = [
+        (vec![], Some("preset lfm2 (temperature 0.3, top_k 0, top_p 1, min_p 0.15, repetition_penalty 1.05)"), json!({"preset": "lfm2"})),
+        (vec!["--preset", "lfm2.5"], Some("preset lfm2.5 (temperature 0.1, top_k 50, top_p 0.1, min_p 0, repetition_penalty 1.05)"), json!({"preset": "lfm2.5"})),
+        // --temperature 0 overrides the preset: pure argmax, no penalty, and the note says so.
+        (vec!["--temperature", "0"], Some("preset lfm2 (temperature 0, top_k 0, top_p 1, min_p 0.15, repetition_penalty 1)"), json!({"preset": "lfm2", "temperature": 0})),
+        (vec!["--preset", "none"], None, json!({})),
+    ];
+    for (flags, note, options) in cases {
+        let mut args = vec!["run", "--model", m.to_str().unwrap(), "--json", "--prompt", prompt, "--max-tokens", "12", "--seed", "5"];
+        args.extend(flags.iter().copied());
+        let out = saguaro(&args, "");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{flags:?}: {stderr}");
+        match note {
+            Some(n) => {
+                assert_eq!(stderr.lines().filter(|l| l.starts_with("[sampling: ")).count(), 1, "{flags:?}: {stderr}");
+                assert!(stderr.contains(n), "{flags:?}: {stderr}");
+                assert!(stderr.contains("--preset none"), "{stderr}");
+            }
+            None => assert!(!stderr.contains("[sampling"), "{flags:?}: {stderr}"),
+        }
+        let mut options = options;
+        options["max_tokens"] = json!(12);
+        options["seed"] = json!(5);
+        let out_complete = saguaro(&["complete", "--model", m.to_str().unwrap()], &request(options).to_string());
+        assert!(out_complete.status.success());
+        assert_eq!(strip(response_json(&out)), strip(response_json(&out_complete)), "{flags:?}");
+    }
+    for bad in [vec!["--preset", "llama"], vec!["--preset", ""]] {
+        let mut args = vec!["run", "--model", m.to_str().unwrap()];
+        args.extend(bad.iter().copied());
+        let out = saguaro(&args, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(stderr.starts_with("error: ") && stderr.contains("--preset") && stderr.contains("`lfm2.5`"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -11,19 +11,37 @@ export interface Message {
   [extra: string]: unknown;
 }
 
-/** Generation options; missing ones take the model's defaults (its generation_config.json, else LFM2's). */
+/** A named set of sampling values (`options.preset`): `'lfm2'` = temperature 0.3, min_p 0.15,
+ * repetition_penalty 1.05 (LiquidAI's recommended LFM2 sampling); `'lfm2.5'` = temperature 0.1,
+ * top_k 50, top_p 0.1, repetition_penalty 1.05. Each sets all five sampling values. */
+export type SamplingPreset = 'lfm2' | 'lfm2.5';
+
+/**
+ * Generation options. The engine fills in missing ones, by the same rule on every surface
+ * (README "Request options and their defaults"; engine/src/api.rs `Options::resolve`): a missing
+ * sampling value comes from `preset` if given, else the model's generation_config.json, else the
+ * neutral value (temperature 1, top_k 0, top_p 1, min_p 0, repetition_penalty 1).
+ * `temperature: 0` in the request is pure argmax: no repetition penalty unless the request sets
+ * `repetition_penalty` itself. This package passes the options through unchanged.
+ */
 export interface Options {
-  /** 0 = greedy. */
+  /** Sampling values to use instead of the model's generation_config.json; the options below override it one by one. */
+  preset?: SamplingPreset;
+  /** 0 = greedy (argmax). Default: preset, generation_config.json (`do_sample: false` = 0), else 1. */
   temperature?: number;
+  /** Keep the k most likely tokens; 0 = off. Default: preset, generation_config.json, else 0. */
   top_k?: number;
+  /** Nucleus sampling in (0, 1]; 1 = off. Default: preset, generation_config.json, else 1. */
   top_p?: number;
+  /** In [0, 1]; 0 = off. Default: preset, generation_config.json, else 0. */
   min_p?: number;
+  /** > 0; 1 = off. Default: 1 when the request sets `temperature: 0`; else preset, generation_config.json, else 1. */
   repetition_penalty?: number;
-  /** Most new tokens (the end-of-turn token counts). */
+  /** Most new tokens (the end-of-turn token counts). Default: generation_config.json `max_new_tokens`, else 512. */
   max_tokens?: number;
   stop_sequences?: string[];
   include_stop_sequences?: boolean;
-  /** Seed of the portable sampler (a u64; a bigint above 2^53): the same seed gives the same tokens on every host. */
+  /** Seed of the portable sampler (a u64; a bigint above 2^53; default 0): the same seed gives the same tokens on every host. */
   seed?: number | bigint;
   /** `cloud_handoff` threshold on the rolling confidence (default 0.7). */
   confidence_threshold?: number;

@@ -1,7 +1,7 @@
 //! The .cact file: conversion round trips, in-place loading, and hostile files.
 
 use proptest::prelude::*;
-use saguaro_engine::convert::{convert, Extras, Quant};
+use saguaro_engine::convert::{convert, Quant};
 use saguaro_engine::format::{CactFile, ALIGNMENT, MAGIC};
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{LogitsMode, Model};

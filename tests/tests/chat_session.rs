@@ -56,6 +56,33 @@ fn defaults_and_stop_ids_come_from_the_model() {
 }
 
 #[test]
+fn the_folder_generation_config_reaches_the_model_file() {
+    // The HF folder's generation_config.json travels in the (in-memory) .cact manifest.
+    let chat = chat_model();
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(model_dir().join("generation_config.json")).unwrap()).unwrap();
+    assert_eq!(chat.model.file.manifest.generation_config.as_ref(), Some(&file));
+}
+
+#[test]
+fn default_options_follow_the_model_and_match_transformers() {
+    // Requests that leave the sampling options to the model (no repetition_penalty; some no
+    // options at all), on the fixture model with each generation_config.json variant, against
+    // transformers' generate() on a folder with that file (made by make_chat_fixtures.py).
+    let refs = default_generations();
+    assert!(refs.len() >= 6, "reference.json has {} default generations", refs.len());
+    for g in &refs {
+        let name = g["name"].as_str().unwrap();
+        let chat = chat_model_with_generation_config(&g["generation_config"]);
+        let req: Request = serde_json::from_value(g["request"].clone()).unwrap();
+        let (r, events) = run(&mut Session::new(chat), &req);
+        assert!(r.success, "{name}: {:?}", r.error);
+        assert_eq!(ids(&events), u32s(&g["tokens"]), "{name}: tokens");
+        assert_eq!(r.response, g["text"].as_str().unwrap(), "{name}: text");
+        assert_eq!(r.prefill_tokens, g["prompt_ids"].as_array().unwrap().len(), "{name}");
+    }
+}
+
+#[test]
 fn greedy_generation_matches_transformers() {
     let chat = chat_model();
     for g in generations() {

@@ -7,11 +7,19 @@
 //!   `--stream` first prints one JSON line per generated token (`token_id`, `text`, ...).
 //!   `--engine component` runs the request inside the WASI component (see cli/engine.rs):
 //!   the same lines, timings aside.
+//!   `complete` passes the request through as it is: missing options take the engine's
+//!   defaults (saguaro_engine::api::Options::resolve), as on every other surface.
 //! - `chat` is an interactive conversation: each line is a user turn, the answer streams to
 //!   stdout; `/reset` starts over, `/exit` (or end of input) quits.
 //! - `run` answers one prompt (`--prompt`, default a short question) with the model given, or
 //!   the bundled chat fixture model (a tiny random model: the text is noise, the pipeline is
 //!   real), streaming the answer to stdout and a one-line summary to stderr.
+//!
+//! `chat` and `run` are for people trying a model, so they sample with LiquidAI's recommended
+//! LFM2 values by default (`--preset lfm2`, i.e. `options.preset`), and say so in one stderr
+//! line with the values in effect; `--preset none` leaves sampling to the model's
+//! generation_config.json, `--preset lfm2.5` picks the LFM2.5 values, and `--temperature`
+//! overrides any of them.
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,7 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use saguaro_engine::session::{ChatModel, Clock, Hooks, Session};
-use saguaro_engine::{Error, Message, Request, Response, Result};
+use saguaro_engine::{Error, Message, Options, Preset, Request, Response, Result};
 
 use super::engine::EngineArgs;
 use super::write_stdout;
@@ -71,9 +79,15 @@ pub struct ChatArgs {
     /// System prompt of the conversation.
     #[arg(long)]
     system: Option<String>,
-    /// Sampling temperature (default: the model's).
+    /// Sampling temperature (default: the preset's; 0 is greedy, without a repetition penalty).
     #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
+    /// Sampling preset: `lfm2` (LiquidAI's recommended LFM2 sampling: temperature 0.3, min_p
+    /// 0.15, repetition_penalty 1.05), `lfm2.5` (temperature 0.1, top_k 50, top_p 0.1,
+    /// repetition_penalty 1.05) or `none` (the model's generation_config.json, else neutral
+    /// sampling). The values in effect are printed on stderr.
+    #[arg(long, default_value = "lfm2", value_name = "lfm2|lfm2.5|none")]
+    preset: String,
     /// Most tokens per answer (default: the model's).
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -95,9 +109,15 @@ pub struct RunArgs {
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
-    /// Sampling temperature (default: the model's; 0 is greedy).
+    /// Sampling temperature (default: the preset's; 0 is greedy, without a repetition penalty).
     #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
+    /// Sampling preset: `lfm2` (LiquidAI's recommended LFM2 sampling: temperature 0.3, min_p
+    /// 0.15, repetition_penalty 1.05), `lfm2.5` (temperature 0.1, top_k 50, top_p 0.1,
+    /// repetition_penalty 1.05) or `none` (the model's generation_config.json, else neutral
+    /// sampling). The values in effect are printed on stderr.
+    #[arg(long, default_value = "lfm2", value_name = "lfm2|lfm2.5|none")]
+    preset: String,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -330,8 +350,41 @@ fn read_line_limited(input: &mut impl BufRead, limit: usize) -> Result<Line> {
     Ok(Line::Text(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// `--preset`: a preset name, or `none`.
+fn parse_preset(name: &str) -> Result<Option<Preset>> {
+    match name {
+        "none" => Ok(None),
+        _ => Preset::from_name(name).map(Some).map_err(|e| match e {
+            Error::Input(m) => Error::Input(format!("--preset: {m} or `none`")),
+            other => other,
+        }),
+    }
+}
+
+/// The one-line stderr note of `chat` and `run` when a preset is in effect: its name and the
+/// sampling values the engine will use (the preset's, overridden by the command's flags).
+fn preset_note(chat: &ChatModel, options: &Options) -> Result<Option<String>> {
+    let Some(preset) = options.preset else { return Ok(None) };
+    let s = options.resolve(&chat.defaults)?.sampling;
+    Ok(Some(format!(
+        "[sampling: preset {} (temperature {}, top_k {}, top_p {}, min_p {}, repetition_penalty {}); \
+         --preset none for the model's own defaults]",
+        preset.name(),
+        s.temperature,
+        s.top_k,
+        s.top_p,
+        s.min_p,
+        s.repetition_penalty
+    )))
+}
+
 pub fn chat(args: ChatArgs) -> Result<()> {
+    let preset = parse_preset(&args.preset)?;
     let chat = load(&args.model, &args.threads)?;
+    let options = Options { preset, temperature: args.temperature, max_tokens: args.max_tokens, seed: args.seed, ..Default::default() };
+    if let Some(note) = preset_note(&chat, &options)? {
+        eprintln!("{note}");
+    }
     let mut session = Session::new(chat).with_hooks(host_hooks());
     let fresh = || -> Vec<Message> { args.system.iter().map(|s| Message::system(s.clone())).collect() };
     let mut messages = fresh();
@@ -361,10 +414,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             _ => {}
         }
         messages.push(Message::user(text));
-        let mut request = Request { messages: messages.clone(), ..Default::default() };
-        request.options.temperature = args.temperature;
-        request.options.max_tokens = args.max_tokens;
-        request.options.seed = args.seed;
+        let request = Request { messages: messages.clone(), tools: None, options: options.clone() };
         match answer(&mut session, &request) {
             Ok(r) => {
                 let mut reply = Message::assistant(r.response.clone());
@@ -390,14 +440,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         let bundled = PathBuf::from(BUNDLED_MODEL);
         std::fs::canonicalize(&bundled).unwrap_or(bundled)
     });
+    let preset = parse_preset(&args.preset)?;
     let chat = load(&path, &args.threads)?;
-    let mut session = Session::new(chat).with_hooks(host_hooks());
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s.clone())).collect();
     messages.push(Message::user(args.prompt.clone()));
-    let mut request = Request { messages, ..Default::default() };
-    request.options.temperature = args.temperature;
-    request.options.max_tokens = Some(args.max_tokens);
-    request.options.seed = args.seed;
+    let options =
+        Options { preset, temperature: args.temperature, max_tokens: Some(args.max_tokens), seed: args.seed, ..Default::default() };
+    if let Some(note) = preset_note(&chat, &options)? {
+        eprintln!("{note}");
+    }
+    let mut session = Session::new(chat).with_hooks(host_hooks());
+    let request = Request { messages, tools: None, options };
     if args.json {
         let r = session.complete(&request, |_| true, &AtomicBool::new(false));
         print_line(&r.to_json())?;

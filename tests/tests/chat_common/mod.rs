@@ -45,6 +45,22 @@ pub fn chat_model_with(edit: impl FnOnce(&mut Value)) -> Arc<ChatModel> {
     ChatModel::new(Arc::new(model)).unwrap()
 }
 
+/// The fixture model with `generation_config` as its generation_config.json (none when null),
+/// loaded the way a Hugging Face folder is (the config travels in the .cact manifest).
+pub fn chat_model_with_generation_config(generation_config: &Value) -> Arc<ChatModel> {
+    let mut folder = HfFolder::open(&model_dir()).unwrap();
+    folder.generation_config = (!generation_config.is_null()).then(|| generation_config.clone());
+    let source = folder.source().unwrap();
+    let model = Model::from_source(&folder.config, &source, &folder.extras()).unwrap();
+    ChatModel::new(Arc::new(model)).unwrap()
+}
+
+/// The references whose requests leave options to the model and the engine's rules, each with
+/// the generation_config.json it was made with (reference.json `default_generations`).
+pub fn default_generations() -> Vec<Value> {
+    read_json("reference.json")["default_generations"].as_array().unwrap().clone()
+}
+
 /// A clock over `Instant` with a fixed wall-clock date (the fixtures' 2025-06-01T12:00:00Z).
 pub struct TestClock(pub Instant);
 
