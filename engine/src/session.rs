@@ -303,7 +303,7 @@ impl ChatModel {
                 }
             }
         }
-        self.tokenizer.encode(&text)
+        self.tokenizer.encode_prompt(&text)
     }
 }
 

@@ -6,6 +6,12 @@
 //! - [`Tokenizer::encode`] never adds special tokens: chat prompts come from the template, which
 //!   writes `<|startoftext|>` itself (LFM2's tokenizer would add another one otherwise). Special
 //!   tokens written in the text (`<|im_start|>`) become their ids, as in transformers.
+//! - [`Tokenizer::encode_special`] adds them as the tokenizer's post-processor says (for a
+//!   tokenizer made from a GGUF: BOS/EOS per `add_bos_token` / `add_eos_token`, llama-tokenize's
+//!   output).
+//! - [`Tokenizer::prompt_bos`]: the BOS id a chat prompt must start with, when
+//!   tokenizer_config.json says `add_bos_token: true` (llama.cpp's rule for rendered templates:
+//!   BOS is added unless the template already wrote it; LFM2's config says false).
 //! - [`StreamDecoder`] turns generated ids into text pieces that never split a UTF-8 character:
 //!   a piece is released only when the decoded text no longer ends in an incomplete sequence
 //!   (U+FFFD); [`StreamDecoder::finish`] releases whatever is left.
@@ -26,6 +32,8 @@ pub struct Tokenizer {
     special_tokens: Vec<(String, String)>,
     /// Ids of added tokens marked special (skipped when decoding response text).
     special_ids: Vec<u32>,
+    /// BOS id when tokenizer_config.json has `add_bos_token: true` and its `bos_token` is a token.
+    prompt_bos: Option<u32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -50,6 +58,7 @@ impl Tokenizer {
             .map_err(|_| Error::Format("tokenizer.json could not be loaded (the tokenizer library panicked)".into()))?;
         let inner = parsed.map_err(|e| Error::Format(format!("tokenizer.json is not a valid tokenizer: {e}")))?;
         let mut special_tokens = Vec::new();
+        let mut add_bos = false;
         if let Some(bytes) = tokenizer_config {
             let config: Value = serde_json::from_slice(bytes)
                 .map_err(|e| Error::Format(format!("tokenizer_config.json is not valid JSON: {e}")))?;
@@ -64,11 +73,21 @@ impl Tokenizer {
                     special_tokens.push((key.to_string(), t));
                 }
             }
+            add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
         }
+        let prompt_bos = if add_bos {
+            let bos = special_tokens.iter().find(|(k, _)| k == "bos_token").map(|(_, t)| t.as_str());
+            let id = bos.and_then(|t| inner.token_to_id(t));
+            Some(id.ok_or_else(|| {
+                Error::Format("tokenizer_config.json: add_bos_token is true but bos_token is missing or not a token".into())
+            })?)
+        } else {
+            None
+        };
         let mut special_ids: Vec<u32> =
             inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         special_ids.sort_unstable();
-        Ok(Tokenizer { inner, special_tokens, special_ids })
+        Ok(Tokenizer { inner, special_tokens, special_ids, prompt_bos })
     }
 
     /// The tokenizer stored in a model file (`tokenizer.json`, `tokenizer_config.json`).
@@ -83,6 +102,31 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode_fast(text, false).map_err(|e| tok_err("encode", e))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` with the special tokens the tokenizer adds (its post-processor: BOS
+    /// and/or EOS), special tokens in the text included.
+    pub fn encode_special(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, true).map_err(|e| tok_err("encode", e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The BOS id a chat prompt starts with (`add_bos_token: true` in tokenizer_config.json).
+    pub fn prompt_bos(&self) -> Option<u32> {
+        self.prompt_bos
+    }
+
+    /// A rendered chat prompt's ids: [`Tokenizer::encode`], with BOS put first when
+    /// [`Tokenizer::prompt_bos`] asks for it and the template did not already write it (so a
+    /// template starting with `{{ bos_token }}` never gives two).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let Some(bos) = self.prompt_bos {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// Text of `ids`; `skip_special` drops special tokens (`<|im_end|>`, ...).
@@ -252,6 +296,23 @@ mod tests {
 
     fn json_min() -> String {
         byte_tokenizer().inner().to_string(false).unwrap()
+    }
+
+    #[test]
+    fn prompt_bos_follows_add_bos_token() {
+        let json = json_min();
+        let cfg = br#"{"bos_token": "<|im_end|>", "add_bos_token": true}"#;
+        let tok = Tokenizer::from_json(json.as_bytes(), Some(cfg)).unwrap();
+        assert_eq!(tok.prompt_bos(), Some(256));
+        assert_eq!(tok.encode_prompt("A").unwrap(), vec![256, 65]);
+        // A template that already wrote BOS does not get a second one.
+        assert_eq!(tok.encode_prompt("<|im_end|>A").unwrap(), vec![256, 65]);
+        let bad = br#"{"bos_token": "<nope>", "add_bos_token": true}"#;
+        let err = Tokenizer::from_json(json.as_bytes(), Some(bad)).unwrap_err().to_string();
+        assert!(err.contains("bos_token"), "{err}");
+        let tok = byte_tokenizer();
+        assert_eq!(tok.prompt_bos(), None);
+        assert_eq!(tok.encode_prompt("A").unwrap(), vec![65]);
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -
         } else if bytes.starts_with(b"GGUF") {
             let gguf = crate::gguf::GgufFile::parse(bytes).map_err(|e| with_source(e, src))?;
             let config = gguf.model_config()?;
-            let extras = Extras { source: Some(src.display().to_string()), ..Extras::default() };
+            let (extras, warning) = gguf_extras(&gguf, src);
+            if let Some(why) = warning {
+                eprintln!("warning: {}: the GGUF's tokenizer is not stored in the .cact: {why}", src.display());
+            }
             write_cact(out, &config, &gguf, quant, &extras, show_progress)
         } else {
             Err(Error::Format(format!("{}: not a GGUF file and not a model folder", src.display())))
@@ -53,6 +56,30 @@ fn with_source(e: Error, src: &Path) -> Error {
     match e {
         Error::Format(m) => Error::Format(format!("{}: {m}", src.display())),
         other => other,
+    }
+}
+
+/// What a `.cact` made from a GGUF carries besides tensors: when the file has a tokenizer
+/// (`tokenizer.ggml.model`), its tokenizer.json and tokenizer_config.json (rebuilt from the
+/// metadata, see [`crate::gguf::tokenizer`]), its chat template and a generation_config.json with
+/// its BOS / end-of-generation / padding ids, so the converted model is self-contained. A
+/// tokenizer that cannot be rebuilt (llama.cpp could not load it either: a `gpt2` vocabulary
+/// without merges, an unknown pre-tokenizer type, ...) is left out, with the reason as the
+/// second value: the weights still convert.
+pub fn gguf_extras(gguf: &crate::gguf::GgufFile<'_>, src: &Path) -> (Extras, Option<String>) {
+    let mut extras = Extras { source: Some(src.display().to_string()), ..Extras::default() };
+    if gguf.get("tokenizer.ggml.model").is_none() {
+        return (extras, None);
+    }
+    // Loading it once proves the files are usable before anything is written.
+    match gguf.tokenizer().and_then(|tok| tok.load().map(|_| tok)) {
+        Ok(tok) => {
+            extras.files = tok.files();
+            extras.chat_template = tok.chat_template.clone();
+            extras.generation_config = Some(tok.generation_config());
+            (extras, None)
+        }
+        Err(e) => (extras, Some(e.to_string())),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod hub;
 pub mod bench;
+pub mod cache;
 #[cfg(feature = "component")]
 pub mod component;
 pub mod convert;

@@ -88,6 +88,42 @@ pub fn verify_file(path: &Path) -> Result<usize> {
     open_cact(path)?.check_integrity().map_err(|e| with_path(e, path))
 }
 
+
+/// The tokenizer of a model without its weights: a `.cact` file's, a GGUF file's (rebuilt from
+/// its `tokenizer.ggml.*` metadata) or a Hugging Face folder's tokenizer.json (with
+/// tokenizer_config.json when present).
+pub fn load_tokenizer(path: &Path) -> Result<saguaro_engine::Tokenizer> {
+    if path.is_dir() {
+        let json = dir_file(path, "tokenizer.json")?
+            .ok_or_else(|| Error::Io(format!("{}: no tokenizer.json", path.display())))?;
+        let config = dir_file(path, "tokenizer_config.json")?;
+        saguaro_engine::Tokenizer::from_json(&json, config.as_deref()).map_err(|e| with_path(e, path))
+    } else if path.is_file() {
+        let blob = map_file(path)?;
+        let bytes: &[u8] = (*blob).as_ref();
+        if bytes.starts_with(b"GGUF") {
+            let gguf = crate::gguf::GgufFile::parse(bytes).map_err(|e| with_path(e, path))?;
+            gguf.tokenizer().and_then(|t| t.load()).map_err(|e| with_path(e, path))
+        } else if is_cact(bytes) {
+            let file = CactFile::parse(blob).map_err(|e| with_path(e, path))?;
+            saguaro_engine::Tokenizer::from_cact(&file).map_err(|e| with_path(e, path))
+        } else {
+            Err(Error::Format(format!("{}: not a .cact or GGUF file and not a model folder", path.display())))
+        }
+    } else {
+        Err(Error::Io(format!("{}: no such file or folder", path.display())))
+    }
+}
+
+fn dir_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let p = dir.join(name);
+    if p.is_file() {
+        read_file(&p).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Memory-maps a file read-only.
 pub fn map_file(path: &Path) -> Result<Blob> {
     let file = File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;

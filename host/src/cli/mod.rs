@@ -9,6 +9,7 @@ mod info;
 mod run;
 mod serve;
 mod verify;
+mod tokenize;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Check a .cact file's checksums (every tensor, the manifest, the tokenizer files).
     Verify(verify::VerifyArgs),
+    /// Print the token ids of a text (tokenizer of a .cact, a GGUF or a Hugging Face folder).
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => chat::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Tokenize(args) => tokenize::tokenize(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@
 
 pub mod lfm2;
 pub mod llama;
+pub mod tokenizer;
 pub mod types;
 
 use std::borrow::Cow;
@@ -36,6 +37,7 @@ use saguaro_engine::{Error, Result};
 
 pub use lfm2::{hf_to_gguf_name, GgufName};
 pub use llama::llama_family_gguf_name;
+pub use tokenizer::{GgufTokenizer, VocabKind};
 pub use types::GgmlType;
 
 /// The file magic, "GGUF".
