@@ -224,7 +224,13 @@ fn error_of(kvs: &[(&str, M)]) -> String {
 
 #[test]
 fn bad_metadata_is_an_error_not_a_panic() {
-    let base = || vec![("tokenizer.ggml.model", M::Str("llama")), ("tokenizer.ggml.tokens", toks(&["<unk>", "<s>", "</s>", "a", "b", "ab"]))];
+    let base = || {
+        vec![
+            ("tokenizer.ggml.model", M::Str("llama")),
+            ("tokenizer.ggml.tokens", toks(&["<unk>", "<s>", "</s>", "a", "b", "ab"])),
+            ("tokenizer.ggml.add_space_prefix", M::Bool(false)),
+        ]
+    };
     // Sanity: the base file is accepted, ids default as in llama.cpp (unk 0, bos 1, eos 2).
     let ok = GgufFile::parse(&gguf(&base())).unwrap().tokenizer().unwrap();
     assert_eq!((ok.unk_id, ok.bos_id, ok.eos_id, ok.add_bos), (Some(0), Some(1), Some(2), true));

@@ -31,13 +31,13 @@
 //!
 //! Every metadata read is checked: a missing or mistyped key, an array shorter than the
 //! vocabulary, duplicate token texts, a vocabulary or merge list over the caps: a clear
-//! [`Error::Format`], never a panic.
+//! `Error::Format`, never a panic.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use saguaro_engine::{Error, Result};
+use saguaro_engine::Result;
 
 use super::{format_err, GgufFile, MetaArray, MetaValue, ValueType};
 
@@ -335,7 +335,7 @@ impl<'a> TokMeta<'_, 'a> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                std::str::from_utf8(s).map_err(|_| format_err(format!("metadata `{key}`: entry {i} is not valid UTF-8")))
+                std::str::from_utf8(*s).map_err(|_| format_err(format!("metadata `{key}`: entry {i} is not valid UTF-8")))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -437,11 +437,10 @@ impl<'a> GgufFile<'a> {
             (VocabKind::Bpe { .. }, Some(p)) if p.no_default_bos => (None, in_vocab(11), None),
             (VocabKind::Bpe { .. }, _) => (in_vocab(11), in_vocab(11), None),
         };
-        let mut pad = None;
         bos = meta.token_id("tokenizer.ggml.bos_token_id", n)?.or(bos);
         eos = meta.token_id("tokenizer.ggml.eos_token_id", n)?.or(eos);
         unk = meta.token_id("tokenizer.ggml.unknown_token_id", n)?.or(unk);
-        pad = meta.token_id("tokenizer.ggml.padding_token_id", n)?.or(pad);
+        let pad = meta.token_id("tokenizer.ggml.padding_token_id", n)?;
         let eot = meta.token_id("tokenizer.ggml.eot_token_id", n)?;
         let eom = meta.token_id("tokenizer.ggml.eom_token_id", n)?;
         let (default_bos, default_eos) = match &kind {
@@ -570,7 +569,9 @@ impl<'a> GgufFile<'a> {
         let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(merges.len());
         let mut out = Vec::with_capacity(merges.len());
         for m in merges {
-            let cut = m.get(1..).and_then(|rest| rest.find(' ')).map(|p| p + 1);
+            // A byte search (llama.cpp's `find(' ', 1)`): the first byte may start a longer
+            // character, and a space byte is always a character boundary.
+            let cut = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1);
             let Some(pos) = cut else {
                 *skipped += 1;
                 continue;
