@@ -335,7 +335,7 @@ impl<'a> TokMeta<'_, 'a> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                std::str::from_utf8(*s).map_err(|_| format_err(format!("metadata `{key}`: entry {i} is not valid UTF-8")))
+                std::str::from_utf8(s).map_err(|_| format_err(format!("metadata `{key}`: entry {i} is not valid UTF-8")))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
