@@ -18,8 +18,13 @@
 //!   template unchanged; null fields are dropped (as transformers does).
 //! - `tools`: OpenAI-style function schemas or bare `{"name", "description", "parameters"}`. They
 //!   reach the template exactly as given; their names are the ones tool calls are checked against.
+//! - `tool_choice` (OpenAI's): `"auto"` (default: the model decides), `"none"` (the tool-call
+//!   token is masked out), `"required"` (the answer is one or more calls of declared tools) or
+//!   `{"type": "function", "function": {"name": "f"}}` (the answer is one call of `f`); forced
+//!   calls have arguments valid against the tool's `parameters` ([`crate::constrain`]).
 //! - `options`: see [`Options`] (each default and where it comes from: [`Options::resolve`]).
 //!   Unknown option names are ignored (Cactus has a few more).
+//!   `options.json_schema` constrains the answer to JSON valid against a JSON Schema.
 //!
 //! The response ([`Response`]) always has every field of the schema; on failure `success` is
 //! false, `error` says why, `error_code` is the engine error's code ([`crate::Error::code`]) and
@@ -146,6 +151,12 @@ pub struct Options {
     /// `cloud_handoff` threshold on the rolling confidence, in [0, 1] (default 0.7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence_threshold: Option<f32>,
+    /// A JSON Schema (an object): `response` is then JSON valid against it, written compactly
+    /// (`", "` and `": "` separators, no other whitespace). Token masks from the schema are
+    /// applied before sampling ([`crate::constrain`]); keywords the grammar compiler does not
+    /// implement are an input error, not ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<Value>,
 }
 
 /// A completion request.
@@ -154,8 +165,56 @@ pub struct Request {
     pub messages: Vec<Message>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    /// `"auto"`, `"none"`, `"required"` or `{"type": "function", "function": {"name": ...}}`
+    /// (see [`ToolChoice`]); absent or null = auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
     #[serde(default)]
     pub options: Options,
+}
+
+/// What the request allows the model to do with its tools (OpenAI's `tool_choice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// Text or tool calls, as the model decides (nothing is masked).
+    Auto,
+    /// No tool call: `<|tool_call_start|>` is masked out.
+    None,
+    /// One or more calls of declared tools, arguments valid against their `parameters`.
+    Required,
+    /// One call of this tool, arguments valid against its `parameters`.
+    Function(String),
+}
+
+impl ToolChoice {
+    /// Reads OpenAI's shapes: a string, `{"type": "function", "function": {"name": ...}}`, or
+    /// the flat `{"type": "function", "name": ...}` of OpenAI's Responses API.
+    pub fn from_value(v: &Value) -> std::result::Result<ToolChoice, String> {
+        match v {
+            Value::Null => Ok(ToolChoice::Auto),
+            Value::String(s) => match s.as_str() {
+                "auto" => Ok(ToolChoice::Auto),
+                "none" => Ok(ToolChoice::None),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(format!("`{other}` is not one of \"auto\", \"none\", \"required\" or a function object")),
+            },
+            Value::Object(o) => {
+                if let Some(t) = o.get("type").filter(|t| t.as_str() != Some("function")) {
+                    return Err(format!("type {t} is not supported (only \"function\")"));
+                }
+                let name = match o.get("function") {
+                    Some(Value::Object(f)) => f.get("name"),
+                    Some(_) => return Err("`function` must be an object with a `name`".into()),
+                    None => o.get("name"),
+                };
+                match name {
+                    Some(Value::String(n)) if !n.is_empty() => Ok(ToolChoice::Function(n.clone())),
+                    _ => Err("a function tool_choice needs a non-empty string `function.name`".into()),
+                }
+            }
+            _ => Err("must be a string or an object".into()),
+        }
+    }
 }
 
 impl Request {
@@ -244,7 +303,42 @@ impl Request {
         for (i, t) in self.tools.iter().flatten().enumerate() {
             names.push(tool_name(t).map_err(|e| Error::Input(format!("tools[{i}]: {e}")))?);
         }
+        self.check_tool_choice(&names)?;
+        match &self.options.json_schema {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => return Err(Error::Input("options.json_schema must be a JSON Schema object".into())),
+        }
         Ok(names)
+    }
+
+    /// The request's [`ToolChoice`], checked against the declared tool names.
+    pub fn tool_choice(&self) -> Result<ToolChoice> {
+        let choice = match &self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(v) => ToolChoice::from_value(v).map_err(|e| Error::Input(format!("tool_choice: {e}")))?,
+        };
+        Ok(choice)
+    }
+
+    fn check_tool_choice(&self, declared: &[String]) -> Result<()> {
+        match self.tool_choice()? {
+            ToolChoice::Required if declared.is_empty() => {
+                Err(Error::Input("tool_choice is \"required\" but the request declares no tools".into()))
+            }
+            ToolChoice::Function(name) if !declared.contains(&name) => Err(Error::Input(format!(
+                "tool_choice names `{name}`, which is not a declared tool (declared: {})",
+                if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `parameters` schema of the declared tool `name` (`None` when it has none).
+    pub fn tool_parameters(&self, name: &str) -> Option<&Value> {
+        self.tools.iter().flatten().find_map(|t| {
+            let func = t.get("function").filter(|f| f.is_object()).unwrap_or(t);
+            (func.get("name").and_then(Value::as_str) == Some(name)).then(|| func.get("parameters")).flatten()
+        })
     }
 }
 

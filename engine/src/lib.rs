@@ -18,10 +18,12 @@
 //! - [`chat`]: the chat template (as transformers renders it) and tool-call parsing.
 //! - [`sampling`]: temperature, top-k/top-p/min-p, repetition penalty, portable RNG, entropy.
 //! - [`session`]: chat completion with streaming, stop sequences, prefix reuse, confidence.
+//! - [`constrain`]: JSON Schema and forced tool calls as token masks (llguidance).
 
 pub mod api;
 pub mod chat;
 pub mod config;
+pub mod constrain;
 pub mod convert;
 pub mod error;
 pub mod format;
@@ -41,6 +43,6 @@ pub mod weights;
 pub use config::{Activation, Architecture, LayerKind, Lfm2Config, ModelConfig, MoeConfig, RopeConfig};
 pub use error::{Error, Result};
 pub use model::{LogitsMode, Model, State};
-pub use api::{FinishReason, FunctionCall, Message, Options, Preset, Request, Response, TokenEvent};
+pub use api::{FinishReason, FunctionCall, Message, Options, Preset, Request, Response, TokenEvent, ToolChoice};
 pub use session::{ChatModel, Clock, Completion, Event, Hooks, Session};
 pub use tokenizer::Tokenizer;

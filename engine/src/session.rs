@@ -54,7 +54,7 @@
 //! gives `strftime_now` in templates its date.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -63,6 +63,7 @@ use crate::api::{
     DEFAULT_MAX_REQUEST_BYTES,
 };
 use crate::chat::{self, ChatTemplate, TemplateVars, LFM2_TEMPLATE};
+use crate::constrain::{self, Constraint, ConstraintVocab};
 use crate::error::{Error, Result};
 use crate::model::{LogitsMode, Model, State};
 use crate::sampling::{normalized_entropy, Sampler};
@@ -133,6 +134,9 @@ pub struct ChatModel {
     /// loaded): then the bytes of the user messages' text bound the prompt's tokens from below
     /// before rendering.
     pub renders_user_text: bool,
+    /// The vocabulary as a token trie for constrained decoding, built by the first request
+    /// that needs it (tens of milliseconds for 65k tokens; most requests never do).
+    constraint_vocab: OnceLock<Result<Arc<ConstraintVocab>>>,
 }
 
 /// See [`ChatModel::min_tokens_per_message`]: for each role, the tokens that a second and a
@@ -226,7 +230,24 @@ impl ChatModel {
             max_token_bytes,
             min_tokens_per_message,
             renders_user_text,
+            constraint_vocab: OnceLock::new(),
         }))
+    }
+
+    /// The vocabulary prepared for constrained decoding (built on first use, then shared).
+    pub fn constraint_vocab(&self) -> Result<Arc<ConstraintVocab>> {
+        self.constraint_vocab
+            .get_or_init(|| {
+                ConstraintVocab::from_tokenizer(
+                    &self.tokenizer,
+                    self.model.config.vocab_size,
+                    &self.eos_ids,
+                    self.tool_call_start,
+                    self.tool_call_end,
+                )
+                .map(Arc::new)
+            })
+            .clone()
     }
 
     /// The prompt text of a request (the template rendered with a generation prompt).
@@ -683,6 +704,7 @@ impl Session {
         check_request_size(request.text_bytes(), self.max_request_bytes)?;
         let declared = request.validate()?;
         let opts = request.options.resolve(&chat.defaults)?;
+        let constraint = constrain::for_request(|| chat.constraint_vocab(), request, &declared, chat.tool_call_start)?;
         let unix = self.hooks.clock.as_ref().and_then(|c| c.unix_seconds());
         let prompt = chat.prompt_tokens(request, unix)?;
         let (phase, logits, reused) = match self.prepare_prefill(&prompt)? {
@@ -703,6 +725,7 @@ impl Session {
         Ok(Completion {
             id: self.completions,
             sampler: Sampler::new(opts.sampling.clone()),
+            constraint,
             history: prompt.clone(),
             prompt,
             opts,
@@ -776,7 +799,17 @@ impl Session {
 
         let kernels = model.kernels;
         let h = normalized_entropy(&kernels, &c.logits, &mut c.scratch);
+        // The mask comes before any sampling arithmetic: disallowed ids are -inf, the other
+        // logits keep their bits.
+        if let Some(Err(e)) = c.constraint.as_mut().map(|k| k.apply(&mut c.logits)) {
+            return Err(c.fail(e));
+        }
         let id = c.sampler.sample(&kernels, &mut c.logits, &c.history);
+        if !self.chat.eos_ids.contains(&id) {
+            if let Some(Err(e)) = c.constraint.as_mut().map(|k| k.commit(id)) {
+                return Err(c.fail(e));
+            }
+        }
         c.history.push(id);
         c.entropies.push(h);
         if c.t_first.is_none() {
@@ -791,6 +824,10 @@ impl Session {
         let step = c.output.push(id).map_err(|e| c.fail(e))?;
         let mut text = step.text;
         let mut finish = step.finish;
+        if finish.is_none() && c.constraint.as_ref().is_some_and(Constraint::is_complete) {
+            // The grammar is complete and nothing can follow: the answer is whole.
+            finish = Some(FinishReason::Stop);
+        }
         if finish.is_none() && c.entropies.len() >= c.opts.max_tokens {
             finish = Some(FinishReason::Length);
         }
@@ -896,6 +933,8 @@ pub struct Completion {
     prompt: Vec<u32>,
     opts: ResolvedOptions,
     sampler: Sampler,
+    /// Token masks of `json_schema` / `tool_choice`, if the request has any.
+    constraint: Option<Constraint>,
     output: OutputProcessor,
     /// The prompt and every generated token (the repetition penalty's window).
     history: Vec<u32>,

@@ -69,6 +69,104 @@ pub fn shape_config(shape: &str) -> Result<Value> {
     Ok(config)
 }
 
+/// Ids of the special tokens of [`synth_vocab`] (as in LFM2's tokenizer: 0 pad, 1 start of
+/// text, 7 `<|im_end|>`, 10/11 the tool-call markers).
+pub const SYNTH_SPECIALS: [&str; 16] = [
+    "<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>", "<|im_start|>",
+    "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>",
+    "<|tool_response_start|>", "<|tool_response_end|>", "<|reserved_0|>", "<|reserved_1|>",
+];
+
+/// A deterministic stand-in for a byte-level BPE vocabulary of `n` tokens (each token's
+/// bytes; special tokens start with 0xFF, the trie's marker), for benchmarking grammar masks
+/// where the real 65536-token LFM2 tokenizer cannot be downloaded. It has what shapes a
+/// vocabulary trie: the 16 special tokens, all 256 bytes, every 1-3 digit number (LFM2
+/// splits digits in threes), whitespace runs, punctuation clusters (`", `, `{"`, `});`),
+/// two- and three-byte UTF-8 characters and pairs, and English-like word pieces from a
+/// syllable table, with and without a leading space and capitalised, lengths 2 to ~14 bytes
+/// (mean ~6, as in real 64k vocabularies).
+pub fn synth_vocab(n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let mut push = |out: &mut Vec<Vec<u8>>, t: Vec<u8>| {
+        if out.len() < n && seen.insert(t.clone()) {
+            out.push(t);
+        }
+    };
+    for s in SYNTH_SPECIALS {
+        let mut t = vec![0xFF];
+        t.extend_from_slice(s.as_bytes());
+        push(&mut out, t);
+    }
+    for b in 0..=255u8 {
+        push(&mut out, vec![b]);
+    }
+    for len in 1..=3u32 {
+        for v in 0..10u32.pow(len) {
+            push(&mut out, format!("{v:0width$}", width = len as usize).into_bytes());
+        }
+    }
+    for k in 2..=16 {
+        for unit in [" ", "\n", "\t"] {
+            push(&mut out, unit.repeat(k).into_bytes());
+        }
+        push(&mut out, format!("\n{}", " ".repeat(k)).into_bytes());
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut pick = |k: usize| (rng.next_u64() % k as u64) as usize;
+    let punct = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+    for _ in 0..4000 {
+        let len = 2 + pick(3);
+        let mut t: Vec<u8> = (0..len).map(|_| punct[pick(punct.len())]).collect();
+        match pick(4) {
+            0 => t.insert(0, b' '),
+            1 => t.push(b'\n'),
+            _ => {}
+        }
+        push(&mut out, t);
+    }
+    // Two-byte (Latin-1 supplement to Cyrillic) and three-byte (CJK) characters and pairs.
+    for _ in 0..6000 {
+        let c = if pick(2) == 0 { 0xC0 + pick(0x400) as u32 } else { 0x4E00 + pick(0x5000) as u32 };
+        let mut t = char::from_u32(c).map(String::from).unwrap_or_default();
+        if pick(3) == 0 {
+            t.push(char::from_u32(0x4E00 + pick(0x5000) as u32).unwrap_or('x'));
+        }
+        push(&mut out, t.into_bytes());
+    }
+    const SYLLABLES: [&str; 48] = [
+        "th", "e", "in", "er", "an", "re", "on", "at", "en", "nd", "ti", "es", "or", "te", "of", "ed", "is", "it",
+        "al", "ar", "st", "to", "nt", "ng", "se", "ha", "as", "ou", "io", "le", "ve", "co", "me", "de", "hi", "ri",
+        "ro", "ic", "ne", "ea", "ra", "ce", "li", "ch", "ll", "be", "ma", "si",
+    ];
+    let mut guard = 0;
+    while out.len() < n && guard < 50 * n {
+        guard += 1;
+        let mut w = String::new();
+        for _ in 0..1 + pick(5) {
+            w.push_str(SYLLABLES[pick(SYLLABLES.len())]);
+        }
+        if pick(2) == 0 {
+            w.push(char::from(b'a' + pick(26) as u8));
+        }
+        if pick(8) == 0 {
+            let mut c = w.chars();
+            w = c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or(w);
+        }
+        if pick(5) < 3 {
+            w.insert(0, ' ');
+        }
+        push(&mut out, w.into_bytes());
+    }
+    // Pad (only reachable for huge n): placeholder specials.
+    while out.len() < n {
+        let mut t = vec![0xFF];
+        t.extend_from_slice(format!("<[{}]>", out.len()).as_bytes());
+        out.push(t);
+    }
+    out
+}
+
 /// Deterministic random tensors by name: linear weights ~ N(0, (0.6/sqrt(fan_in))^2)
 /// (uniform with that deviation), embeddings with unit deviation, norm weights 1, conv
 /// taps small. The same (seed, name) always gives the same values on every host.

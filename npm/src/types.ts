@@ -45,14 +45,35 @@ export interface Options {
   seed?: number | bigint;
   /** `cloud_handoff` threshold on the rolling confidence (default 0.7). */
   confidence_threshold?: number;
+  /**
+   * A JSON Schema object: `response` is then JSON valid against it, written compactly (`", "` and `": "`
+   * separators). Token masks are applied before sampling; `finish_reason` is `stop` once the JSON is whole,
+   * `length` if `max_tokens` cut it. Unsupported keywords (`not`, `if`, `uniqueItems`, ...) fail the request
+   * with code `input`.
+   */
+  json_schema?: Record<string, unknown>;
   [extra: string]: unknown;
 }
+
+/** A named function to call: `{type: 'function', function: {name}}`. */
+export interface ToolChoiceFunction {
+  type: 'function';
+  function: { name: string };
+}
+
+/**
+ * OpenAI's `tool_choice`: `'auto'` (default), `'none'` (no tool call can start), `'required'` (one or more
+ * calls of declared tools) or a named function (exactly one call of it). Forced calls have arguments valid
+ * against the tool's `parameters`; they come back in `function_calls` with `finish_reason: 'tool_calls'`.
+ */
+export type ToolChoice = 'auto' | 'none' | 'required' | ToolChoiceFunction;
 
 /** A completion request. */
 export interface CompletionRequest {
   messages: Message[];
   /** OpenAI-style function schemas (`{type: 'function', function: {name, description, parameters}}`) or bare `{name, ...}`. */
   tools?: unknown[];
+  tool_choice?: ToolChoice;
   options?: Options;
 }
 

@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// Instead of a model, measure single-thread memory read bandwidth (GB/s).
     #[arg(long)]
     bandwidth: bool,
+    /// Also decode `--decode` tokens under the token masks of this JSON Schema (native
+    /// engine), over a synthetic byte-level vocabulary of the model's size (synthetic models
+    /// carry no tokenizer), and report the mask cost per token next to the plain decode.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -54,12 +59,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let after_open = memory();
     check_fits(&args, model.config.max_position_embeddings)?;
 
+    let schema = match &args.json_schema {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|e| Error::Input(format!("{}: not JSON: {e}", p.display())))?)
+        }
+        None => None,
+    };
     let prompt = bench_prompt(model.config.vocab_size as u32, args.prefill);
     let mut state = model.new_state();
     let start = Instant::now();
     let logits = model.forward(&mut state, &prompt, LogitsMode::Last)?;
     let mut next = argmax(&logits) as u32;
     let ttft = start.elapsed().as_secs_f64();
+    let prefilled = schema.as_ref().map(|_| (state.clone(), logits.clone()));
 
     let start = Instant::now();
     for _ in 0..args.decode {
@@ -87,7 +100,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     let speeds = Speeds { ttft, decode_secs, open_ms, before, after_open, after };
     let threads = (model.threads.prefill.threads(), model.threads.decode.threads());
-    let extra = json!({"rss_file_mb": after.rss_file as f64 / MB, "bytes_per_decode_token": weight_bytes + kv_bytes});
+    let mut extra = json!({"rss_file_mb": after.rss_file as f64 / MB, "bytes_per_decode_token": weight_bytes + kv_bytes});
+    if let (Some(schema), Some((state, logits))) = (&schema, prefilled) {
+        let c = bench_constrained(&model, schema, state, logits, args.decode)?;
+        let plain_ms = decode_secs * 1e3 / args.decode.max(1) as f64;
+        if let (Some(out), Value::Object(c)) = (extra.as_object_mut(), c) {
+            let mask_ms = c.get("mask_ms_mean").and_then(Value::as_f64).unwrap_or(0.0);
+            out.extend(c);
+            out.insert("json_schema".into(), json!(args.json_schema.as_ref().map(|p| p.display().to_string())));
+            out.insert("mask_cost_pct_of_decode".into(), json!(100.0 * mask_ms / plain_ms));
+        }
+    }
     report(&args, path, "native", model.kernels.tier, threads, &speeds, extra)
 }
 
@@ -101,6 +124,64 @@ fn check_fits(args: &BenchArgs, context: usize) -> Result<()> {
             args.prefill, args.decode
         ))),
     }
+    }
+}
+
+/// Greedy decode under a JSON Schema's masks from the prefilled `state`: the time of each
+/// mask step (mask, -inf fill, feeding the chosen token to the grammar) and the whole loop.
+/// When a document is complete (or the model ends it) a new one starts from the same schema:
+/// its compile time is reported apart, as a request pays it once.
+fn bench_constrained(model: &saguaro_engine::Model, schema: &Value, mut state: saguaro_engine::State, mut logits: Vec<f32>, decode: usize) -> Result<Value> {
+    use saguaro_engine::constrain::ConstraintVocab;
+    use saguaro_engine::synth::synth_vocab;
+    const EOS: u32 = 7;
+    let vocab_size = model.config.vocab_size;
+    let t = Instant::now();
+    let vocab = ConstraintVocab::new(synth_vocab(vocab_size, 0), &[EOS], Some(10), Some(11))?;
+    let vocab_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut compile_ms = Vec::new();
+    let mut compile = || -> Result<_> {
+        let t = Instant::now();
+        let k = vocab.json_schema(schema)?;
+        compile_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        Ok(k)
+    };
+    let mut k = compile()?;
+    let (mut mask_ms, mut documents, mut forward_secs) = (Vec::with_capacity(decode), 0usize, 0.0f64);
+    let start = Instant::now();
+    for _ in 0..decode {
+        let t = Instant::now();
+        k.apply(&mut logits)?;
+        let id = argmax(&logits) as u32;
+        let done = id == EOS || {
+            k.commit(id)?;
+            k.is_complete()
+        };
+        mask_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if done {
+            documents += 1;
+            k = compile()?;
+        }
+        let t = Instant::now();
+        logits = model.forward(&mut state, &[id], LogitsMode::Last)?;
+        forward_secs += t.elapsed().as_secs_f64();
+    }
+    let total = start.elapsed().as_secs_f64();
+    let n = mask_ms.len().max(1) as f64;
+    let mean = mask_ms.iter().sum::<f64>() / n;
+    mask_ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| mask_ms.get(((mask_ms.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    Ok(json!({
+        "constrained_decode_tps": decode as f64 / total,
+        "constrained_forward_ms_mean": forward_secs * 1e3 / n,
+        "mask_ms_mean": mean,
+        "mask_ms_p50": pct(0.5),
+        "mask_ms_p99": pct(0.99),
+        "mask_ms_max": pct(1.0),
+        "grammar_compile_ms_mean": compile_ms.iter().sum::<f64>() / compile_ms.len().max(1) as f64,
+        "constraint_vocab_build_ms": vocab_ms,
+        "documents_completed": documents,
+    }))
 }
 
 /// What one bench run measured, on any engine.

@@ -1,0 +1,439 @@
+//! Constrained decoding: `options.json_schema` and `tool_choice` as token masks.
+//!
+//! The grammar engine is [llguidance] (the one behind OpenAI's, vLLM's, SGLang's and llama.cpp's
+//! structured outputs): a JSON Schema (or a small Lark grammar around schemas) is compiled into
+//! an Earley parser over a lexer, and for each step it computes the set of vocabulary tokens
+//! whose bytes keep the output a prefix of some sentence of the grammar, by walking a trie of
+//! the vocabulary's byte strings.
+//!
+//! **How a step runs.** Before sampling, every token outside the mask gets the logit `-inf`
+//! (exact: nothing else in the logits changes, so greedy and sampled decoding keep their bits,
+//! and a seed gives the same tokens on every host). The sampled token is then fed to the
+//! matcher. When the grammar is complete and nothing can follow it (an object's closing
+//! brace, `<|tool_call_end|>`), generation ends with `finish_reason: stop` without sampling an
+//! end-of-turn token; where the grammar accepts but could go on (a top-level number), the mask
+//! also allows the model's end-of-sequence ids, and the model chooses. `max_tokens` still cuts
+//! (`finish_reason: length`, the JSON then incomplete). Confidence is measured on the raw
+//! logits, before the mask, as for unconstrained requests.
+//!
+//! **What is constrained.**
+//! - `options.json_schema`: the answer is JSON valid against the schema, written compactly:
+//!   `", "` between items, `": "` after keys, no other whitespace (free whitespace would let a
+//!   weak model pad forever). A schema may carry llguidance's own `"x-guidance"` options
+//!   (e.g. `{"whitespace_flexible": true}`, `{"coerce_one_of": true}`) to change that. Keywords
+//!   llguidance does not implement (`not`, `if`/`then`/`else`, `uniqueItems`, `contains`,
+//!   `dependentRequired`, ..., and `oneOf` unless coerced) are an input error naming them;
+//!   `$ref` works within the schema (`#/$defs/...`, any `#/` pointer), not to other documents.
+//! - `tool_choice` forcing a call (`"required"`, or a named function): the answer is
+//!   `<|tool_call_start|>[{"name": "f", "arguments": {...}}]<|tool_call_end|>`, the arguments
+//!   valid against the tool's `parameters` (a named function: exactly one call; `required`: one
+//!   or more calls of any declared tools). This is LFM2's JSON tool-call form, which
+//!   [`crate::chat::tool_calls`] parses like the Pythonic one; JSON is chosen over the
+//!   Pythonic `[f(a=1)]` because every keyword of a `parameters` schema (nested objects,
+//!   `additionalProperties`, `anyOf`, `$ref`) maps onto it exactly, where Python keyword
+//!   arguments would need a second schema compiler. `json_schema` does not apply to a forced
+//!   call.
+//! - `tool_choice: "none"`: only `<|tool_call_start|>` is masked out (no grammar runs); with a
+//!   `json_schema` the schema's grammar already excludes it.
+//! - `json_schema` with tools and `tool_choice` auto: either the JSON answer or tool calls as
+//!   above, the model chooses by its first token.
+//!
+//! **Vocabulary.** The trie needs each token's bytes: for byte-level BPE (LFM2, GPT-2 style)
+//! the token string mapped back through the byte-to-character table, for sentencepiece-style
+//! vocabularies with byte fallback `<0xNN>` tokens and `▁` as the space. Special added tokens
+//! are marked so that only the grammar's explicit `<[id]>` references can produce them. The
+//! trie and llguidance's precomputed token slices are built once per model, on the first
+//! constrained request (see [`ConstraintVocab`]).
+//!
+//! [llguidance]: https://github.com/guidance-ai/llguidance
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::{Matcher, ParserFactory};
+use serde_json::{json, Map, Value};
+
+use crate::api::{Request, ToolChoice};
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// Longest token (bytes) the trie accepts: llguidance's trie holds up to ~2 KB per token;
+/// real vocabularies stay under a few hundred bytes.
+const MAX_TOKEN_BYTES: usize = 1024;
+/// Largest vocabulary the trie accepts (its node ids have 24 bits for the token id).
+const MAX_VOCAB: usize = 1 << 22;
+
+/// The JSON formatting every schema gets unless it brings its own `x-guidance`.
+fn default_json_options() -> Value {
+    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+}
+
+/// A vocabulary's byte strings as llguidance's tokenizer environment.
+struct ByteVocab {
+    trie: TokTrie,
+}
+
+impl TokenizerEnv for ByteVocab {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    /// Only used by llguidance for forced ("fast-forward") tokens, which this engine never
+    /// asks for: the model samples every token under the mask. Greedy over the trie is a
+    /// valid (not canonical) tokenization.
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        self.trie.greedy_tokenize(s)
+    }
+}
+
+/// GPT-2's byte-level alphabet: the character each byte is written as in a byte-level BPE
+/// vocabulary, inverted.
+fn byte_level_chars() -> HashMap<char, u8> {
+    let mut map = HashMap::with_capacity(256);
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let c = b as char;
+        if matches!(c, '!'..='~' | '\u{A1}'..='\u{AC}' | '\u{AE}'..='\u{FF}') {
+            map.insert(c, b);
+        } else if let Some(shifted) = char::from_u32(next) {
+            map.insert(shifted, b);
+            next += 1;
+        }
+    }
+    map
+}
+
+/// How a vocabulary spells bytes, read from the tokenizer's decoder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spelling {
+    /// Byte-level BPE: every byte has its own character.
+    ByteLevel,
+    /// Text tokens with `space` for ' ' and `<0xNN>` tokens for raw bytes.
+    ByteFallback { space: char },
+}
+
+fn spelling(decoder: &Value) -> Option<Spelling> {
+    let mut byte_fallback = false;
+    let mut space = ' ';
+    let mut stack = vec![decoder];
+    while let Some(d) = stack.pop() {
+        match d.get("type").and_then(Value::as_str) {
+            Some("ByteLevel") => return Some(Spelling::ByteLevel),
+            Some("ByteFallback") => byte_fallback = true,
+            Some("Replace") if d.get("content").and_then(Value::as_str) == Some(" ") => {
+                let mut chars = d.pointer("/pattern/String").and_then(Value::as_str).unwrap_or("").chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    space = c;
+                }
+            }
+            Some("Sequence") => stack.extend(d.get("decoders").and_then(Value::as_array).into_iter().flatten()),
+            _ => {}
+        }
+    }
+    byte_fallback.then_some(Spelling::ByteFallback { space })
+}
+
+/// The bytes of every token id below `vocab` (special added tokens prefixed with the trie's
+/// special marker; ids the tokenizer does not know get a special placeholder, so no grammar
+/// can produce them).
+pub fn token_bytes(tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<Vec<u8>>> {
+    let inner = tokenizer.inner();
+    let decoder = serde_json::to_value(inner.get_decoder())
+        .map_err(|e| Error::Format(format!("tokenizer decoder: {e}")))?;
+    let spell = spelling(&decoder).ok_or_else(|| {
+        Error::Input(format!(
+            "constrained decoding needs a byte-level or byte-fallback tokenizer; this one's decoder is {}",
+            decoder.get("type").unwrap_or(&Value::Null)
+        ))
+    })?;
+    let chars = byte_level_chars();
+    let added = inner.get_added_tokens_decoder();
+    let special = |id: usize, name: &str| {
+        let mut b = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+        b.extend_from_slice(name.as_bytes());
+        if name.is_empty() {
+            b.extend_from_slice(format!("<[{id}]>").as_bytes());
+        }
+        b
+    };
+    let mut out = Vec::with_capacity(vocab);
+    for id in 0..vocab {
+        let id32 = id as u32;
+        let bytes = if let Some(t) = added.get(&id32) {
+            if t.special {
+                special(id, &t.content)
+            } else {
+                t.content.as_bytes().to_vec()
+            }
+        } else if let Some(name) = inner.id_to_token(id32) {
+            match spell {
+                Spelling::ByteLevel => name
+                    .chars()
+                    .map(|c| chars.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| Error::Format(format!("token {id} `{name}` is not byte-level BPE")))?,
+                Spelling::ByteFallback { space } => {
+                    let hex = name.strip_prefix("<0x").and_then(|h| h.strip_suffix('>'));
+                    match hex.filter(|h| h.len() == 2).map(|h| u8::from_str_radix(h, 16)) {
+                        Some(Ok(b)) => vec![b],
+                        _ => name.replace(space, " ").into_bytes(),
+                    }
+                }
+            }
+        } else {
+            special(id, "")
+        };
+        if bytes.len() > MAX_TOKEN_BYTES {
+            return Err(Error::Format(format!("token {id} is {} bytes long (at most {MAX_TOKEN_BYTES})", bytes.len())));
+        }
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+/// A model's vocabulary prepared for constrained decoding: the token trie and llguidance's
+/// parser factory (with its precomputed slices), built once and shared by every request.
+pub struct ConstraintVocab {
+    factory: ParserFactory,
+    vocab: usize,
+    tool_call_start: Option<u32>,
+    tool_call_end: Option<u32>,
+}
+
+impl std::fmt::Debug for ConstraintVocab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConstraintVocab").field("vocab", &self.vocab).finish()
+    }
+}
+
+impl ConstraintVocab {
+    /// From each token's bytes (see [`token_bytes`]), the ids that end a turn, and the
+    /// tool-call marker ids.
+    pub fn new(words: Vec<Vec<u8>>, eos_ids: &[u32], tool_call_start: Option<u32>, tool_call_end: Option<u32>) -> Result<Self> {
+        let vocab = words.len();
+        if vocab == 0 || vocab > MAX_VOCAB {
+            return Err(Error::Format(format!("a vocabulary of {vocab} tokens cannot be constrained (1..={MAX_VOCAB})")));
+        }
+        if let Some(id) = words.iter().position(|w| w.len() > MAX_TOKEN_BYTES) {
+            return Err(Error::Format(format!("token {id} is longer than {MAX_TOKEN_BYTES} bytes")));
+        }
+        let eos: Vec<u32> = eos_ids.iter().copied().filter(|&id| (id as usize) < vocab).collect();
+        // Without an end-of-sequence id llguidance still needs one to name; an id whose bytes
+        // no grammar can produce would do, but every real model has one.
+        let first_eos = *eos.first().ok_or_else(|| Error::Input("constrained decoding needs an end-of-sequence token id".into()))?;
+        let info = TokRxInfo::new(vocab as u32, first_eos);
+        let trie = TokTrie::from(&info, &words).with_eos_tokens(&eos);
+        let env: TokEnv = Arc::new(ByteVocab { trie });
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::Input(format!("constrained decoding: {e}")))?;
+        // Warnings to stderr would mix into a CLI's output; errors come back as values.
+        factory.quiet();
+        // Errors name the failing schema part, not the whole grammar and token history.
+        factory.limits_mut().verbose_errors = false;
+        Ok(ConstraintVocab { factory, vocab, tool_call_start, tool_call_end })
+    }
+
+    /// The vocabulary of a chat model's tokenizer, `vocab` ids long (the model's logits).
+    pub fn from_tokenizer(tokenizer: &Tokenizer, vocab: usize, eos_ids: &[u32], tool_call_start: Option<u32>, tool_call_end: Option<u32>) -> Result<Self> {
+        let words = token_bytes(tokenizer, vocab.max(tokenizer.vocab_size()))?;
+        Self::new(words, eos_ids, tool_call_start, tool_call_end)
+    }
+
+    /// Ids in the vocabulary (the length of every mask).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    /// A matcher for a Lark grammar (llguidance's dialect, `%json {...}` for schemas).
+    fn matcher(&self, lark: String) -> Result<Matcher> {
+        let parser = self
+            .factory
+            .create_parser(TopLevelGrammar::from_lark(lark))
+            .map_err(|e| Error::Input(format!("json_schema: {}", first_line(&e.to_string()))))?;
+        Ok(Matcher::new(Ok(parser)))
+    }
+
+    /// A constraint to JSON valid against `schema` (the whole answer).
+    pub fn json_schema(&self, schema: &Value) -> Result<Constraint> {
+        let lark = format!("start: {}\n", json_rule(schema)?);
+        Ok(Constraint::grammar(self.matcher(lark)?, self.vocab))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// `%json {schema}` with the default formatting unless the schema has its own.
+fn json_rule(schema: &Value) -> Result<String> {
+    let mut schema = match schema {
+        Value::Object(m) => m.clone(),
+        Value::Bool(true) => Map::new(),
+        _ => return Err(Error::Input("json_schema must be a JSON Schema object".into())),
+    };
+    if !schema.contains_key("x-guidance") {
+        schema.insert("x-guidance".into(), default_json_options());
+    }
+    let text = serde_json::to_string(&Value::Object(schema)).map_err(|e| Error::Input(format!("json_schema: {e}")))?;
+    Ok(format!("%json {text}"))
+}
+
+/// Prefixes every local `$ref` (`#...`) under `v` with `at`, so a schema moved to the JSON
+/// pointer `at` of a larger document still points at its own parts.
+fn rebase_refs(v: &mut Value, at: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match x {
+                    Value::String(r) if k == "$ref" && r.starts_with('#') => {
+                        let rest = r[1..].trim_start_matches('/');
+                        *r = if rest.is_empty() { format!("#{at}") } else { format!("#{at}/{rest}") };
+                    }
+                    _ => rebase_refs(x, at),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rebase_refs(x, at)),
+        _ => {}
+    }
+}
+
+/// The schema of one call object `{"name": name, "arguments": parameters}`.
+fn call_schema(name: &str, parameters: Option<&Value>) -> Result<Value> {
+    let mut args = match parameters {
+        None | Some(Value::Null) => json!({"type": "object"}),
+        Some(Value::Object(p)) if p.is_empty() => json!({"type": "object"}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => return Err(Error::Input(format!("tool `{name}`: `parameters` must be a JSON schema object"))),
+    };
+    rebase_refs(&mut args, "/properties/arguments");
+    Ok(json!({
+        "type": "object",
+        "properties": {"name": {"const": name}, "arguments": args},
+        "required": ["name", "arguments"],
+        "additionalProperties": false,
+    }))
+}
+
+/// What a request needs from the decoder, if anything (see the module documentation).
+pub fn for_request(vocab: impl FnOnce() -> Result<Arc<ConstraintVocab>>, request: &Request, declared: &[String], tool_call_start: Option<u32>) -> Result<Option<Constraint>> {
+    let choice = request.tool_choice()?;
+    let schema = request.options.json_schema.as_ref().filter(|s| !s.is_null());
+    let forced: Option<Vec<&String>> = match &choice {
+        ToolChoice::Required => Some(declared.iter().collect()),
+        ToolChoice::Function(name) => Some(declared.iter().filter(|d| *d == name).take(1).collect()),
+        ToolChoice::Auto | ToolChoice::None => None,
+    };
+    if schema.is_none() && forced.is_none() {
+        return Ok(match (choice, tool_call_start) {
+            (ToolChoice::None, Some(id)) => Some(Constraint::forbid(vec![id])),
+            _ => None,
+        });
+    }
+    let vocab = vocab()?;
+    let tool_rule = |names: &[&String], many: bool| -> Result<String> {
+        let (Some(start), Some(end)) = (vocab.tool_call_start, vocab.tool_call_end) else {
+            return Err(Error::Input("this model's tokenizer has no <|tool_call_start|>/<|tool_call_end|> tokens: tool calls cannot be forced".into()));
+        };
+        let mut rules = String::new();
+        let mut alts = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let schema = call_schema(name, request.tool_parameters(name))?;
+            rules.push_str(&format!("call_{i}: {}\n", json_rule(&schema)?));
+            alts.push(format!("call_{i}"));
+        }
+        let list = if many { "call (\", \" call)*" } else { "call" };
+        Ok(format!("tools: <[{start}]> \"[\" {list} \"]\" <[{end}]>\ncall: {}\n{rules}", alts.join(" | ")))
+    };
+    let lark = match (&choice, forced, schema) {
+        (ToolChoice::Function(_), Some(names), _) => format!("start: tools\n{}", tool_rule(&names, false)?),
+        (_, Some(names), _) => format!("start: tools\n{}", tool_rule(&names, true)?),
+        (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() => {
+            let names: Vec<&String> = declared.iter().collect();
+            format!("start: answer | tools\nanswer: {}\n{}", json_rule(schema)?, tool_rule(&names, true)?)
+        }
+        (_, None, Some(schema)) => format!("start: {}\n", json_rule(schema)?),
+        (_, None, None) => return Ok(None),
+    };
+    Ok(Some(Constraint::grammar(vocab.matcher(lark)?, vocab.vocab)))
+}
+
+/// The constraint of one request: a grammar's matcher, or just ids that may never be sampled.
+pub struct Constraint {
+    matcher: Option<Matcher>,
+    forbidden: Vec<u32>,
+    vocab: usize,
+}
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Constraint").field("grammar", &self.matcher.is_some()).field("forbidden", &self.forbidden).finish()
+    }
+}
+
+fn grammar_error(m: &Matcher, what: &str) -> Error {
+    Error::Input(format!("constrained decoding: {what}: {}", m.get_error().unwrap_or_else(|| "the grammar stopped".into())))
+}
+
+impl Constraint {
+    fn grammar(matcher: Matcher, vocab: usize) -> Self {
+        Constraint { matcher: Some(matcher), forbidden: Vec::new(), vocab }
+    }
+
+    fn forbid(ids: Vec<u32>) -> Self {
+        Constraint { matcher: None, forbidden: ids, vocab: 0 }
+    }
+
+    /// The allowed ids of the next step (`None` when only fixed ids are forbidden).
+    pub fn mask(&mut self) -> Result<Option<SimpleVob>> {
+        let Some(m) = &mut self.matcher else { return Ok(None) };
+        m.compute_mask().map(Some).map_err(|e| Error::Input(format!("constrained decoding: {}", first_line(&e.to_string()))))
+    }
+
+    /// Sets every logit the constraint forbids to `-inf` (ids past the vocabulary included).
+    pub fn apply(&mut self, logits: &mut [f32]) -> Result<()> {
+        for &id in &self.forbidden {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let Some(mask) = self.mask()? else { return Ok(()) };
+        let n = logits.len().min(self.vocab);
+        let words = mask.as_slice();
+        let mut any = false;
+        for (w, chunk) in logits[..n].chunks_mut(32).enumerate() {
+            let bits = words.get(w).copied().unwrap_or(0);
+            if bits == u32::MAX {
+                any = true;
+                continue;
+            }
+            for (b, l) in chunk.iter_mut().enumerate() {
+                if bits & (1 << b) == 0 {
+                    *l = f32::NEG_INFINITY;
+                } else {
+                    any = true;
+                }
+            }
+        }
+        logits[n..].fill(f32::NEG_INFINITY);
+        if !any {
+            return Err(Error::Input("constrained decoding: the grammar allows no token here".into()));
+        }
+        Ok(())
+    }
+
+    /// Feeds the sampled id to the grammar (end-of-sequence ids end the request before this).
+    pub fn commit(&mut self, id: u32) -> Result<()> {
+        let Some(m) = &mut self.matcher else { return Ok(()) };
+        if m.consume_token(id).is_err() {
+            return Err(grammar_error(m, &format!("token {id} was refused")));
+        }
+        Ok(())
+    }
+
+    /// True when the grammar is complete and nothing may follow: generation ends here.
+    pub fn is_complete(&self) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_stopped() && !m.is_error())
+    }
+}
