@@ -24,6 +24,9 @@
 //!   llguidance does not implement (`not`, `if`/`then`/`else`, `uniqueItems`, `contains`,
 //!   `dependentRequired`, ..., and `oneOf` unless coerced) are an input error naming them;
 //!   `$ref` works within the schema (`#/$defs/...`, any `#/` pointer), not to other documents.
+//!   Where a schema leaves numbers unbounded or objects open, the grammar narrows it as
+//!   llama.cpp's does (`narrow` below): a weak model could otherwise write digits or keys
+//!   forever. Every answer is still valid against the schema as given.
 //! - `tool_choice` forcing a call (`"required"`, or a named function): the answer is
 //!   `<|tool_call_start|>[{"name": "f", "arguments": {...}}]<|tool_call_end|>`, the arguments
 //!   valid against the tool's `parameters` (a named function: exactly one call; `required`: one
@@ -265,10 +268,95 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// `%json {schema}` with the default formatting unless the schema has its own.
+/// The largest integer every JSON reader keeps exactly (I-JSON, RFC 7493): the default bound
+/// of numbers a schema leaves unbounded.
+const SAFE_INTEGER: i64 = (1 << 53) - 1;
+/// The default resolution of `number`s without `multipleOf`: at most 6 decimals. (The regex
+/// engine's decimal automaton multiplies a digit by 10^decimals in a u32, so 8 is its limit.)
+const NUMBER_STEP: f64 = 1e-6;
+
+/// Narrows a schema to a subset of its language that a weak model cannot make endless, as
+/// llama.cpp's grammars do (its numbers have at most 16 digits per part, its objects no keys
+/// beyond `properties` unless `additionalProperties` asks for them). Every answer of the
+/// narrowed schema is valid against the original:
+/// - `integer`/`number` without bounds get `minimum`/`maximum` ±(2^53-1); `number`s without
+///   `multipleOf` get `multipleOf: 1e-6` (no exponents, at most 6 decimals);
+/// - objects that list `properties` but say nothing of `additionalProperties` (nor
+///   `patternProperties`) get `additionalProperties: false`, unless the document uses `allOf`
+///   (where closing one branch would forbid the other branch's keys).
+fn narrow(schema: &mut Value, close_objects: bool) -> Result<()> {
+    let Value::Object(m) = schema else { return Ok(()) };
+    for key in ["properties", "patternProperties", "$defs", "definitions"] {
+        if let Some(Value::Object(props)) = m.get_mut(key) {
+            for v in props.values_mut() {
+                narrow(v, close_objects)?;
+            }
+        }
+    }
+    for key in ["additionalProperties", "items", "additionalItems", "not", "if", "then", "else", "contains", "propertyNames"] {
+        match m.get_mut(key) {
+            Some(Value::Array(list)) => {
+                for v in list {
+                    narrow(v, close_objects)?;
+                }
+            }
+            Some(v) => narrow(v, close_objects)?,
+            None => {}
+        }
+    }
+    for key in ["prefixItems", "anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(list)) = m.get_mut(key) {
+            for v in list {
+                narrow(v, close_objects)?;
+            }
+        }
+    }
+    let types: Vec<&str> = match m.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let numeric = types.iter().any(|t| matches!(*t, "integer" | "number"));
+    let real = types.contains(&"number");
+    if numeric {
+        if !m.contains_key("minimum") && !m.contains_key("exclusiveMinimum") {
+            m.insert("minimum".into(), json!(-SAFE_INTEGER));
+        }
+        if !m.contains_key("maximum") && !m.contains_key("exclusiveMaximum") {
+            m.insert("maximum".into(), json!(SAFE_INTEGER));
+        }
+        if real && !m.contains_key("multipleOf") {
+            m.insert("multipleOf".into(), json!(NUMBER_STEP));
+        }
+    }
+    if let Some(step) = m.get("multipleOf").and_then(Value::as_f64) {
+        // Finer steps overflow the regex engine's automaton (9 * 10^decimals in a u32).
+        let scaled = step * 1e8;
+        if step > 0.0 && (scaled - scaled.round()).abs() > 1e-6 * scaled.max(1.0) {
+            return Err(Error::Input(format!("json_schema: multipleOf {step} has more than 8 decimals, which is not supported")));
+        }
+    }
+    if close_objects && m.contains_key("properties") && !m.contains_key("additionalProperties") && !m.contains_key("patternProperties") {
+        m.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    Ok(())
+}
+
+fn uses_all_of(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("allOf") || m.values().any(uses_all_of),
+        Value::Array(a) => a.iter().any(uses_all_of),
+        _ => false,
+    }
+}
+
+/// `%json {schema}`: the schema [`narrow`]ed, with the default formatting unless it brings
+/// its own `x-guidance`.
 fn json_rule(schema: &Value) -> Result<String> {
-    let mut schema = match schema {
-        Value::Object(m) => m.clone(),
+    let mut narrowed = schema.clone();
+    narrow(&mut narrowed, !uses_all_of(schema))?;
+    let mut schema = match narrowed {
+        Value::Object(m) => m,
         Value::Bool(true) => Map::new(),
         _ => return Err(Error::Input("json_schema must be a JSON Schema object".into())),
     };

@@ -275,6 +275,8 @@ fn bad_schemas_and_tool_choices_are_input_errors() {
         (json!({"messages": user, "options": {"json_schema": {"type": "string", "pattern": "(unclosed"}}}), ""),
         (json!({"messages": user, "options": {"json_schema": {"type": "integer", "minimum": 5, "maximum": 1}}}), ""),
         (json!({"messages": user, "options": {"json_schema": "object"}}), "json_schema"),
+        (json!({"messages": user, "options": {"json_schema": {"type": "number", "multipleOf": 1e-12}}}), "multipleOf"),
+        (json!({"messages": user, "options": {"json_schema": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}), "oneOf"),
         (json!({"messages": user, "tool_choice": "required"}), "no tools"),
         (json!({"messages": user, "tools": tools(), "tool_choice": {"type": "function", "function": {"name": "nope"}}}), "nope"),
         (json!({"messages": user, "tools": tools(), "tool_choice": "sometimes"}), "sometimes"),
