@@ -5,17 +5,21 @@
 # `saguaro bench --engine component` (the WASI component in wasmtime), appended as a dated
 # table to benches/RESULTS.md. `--moe` adds the LFM2-8B-A1B-shaped int4 model (4.7 GB, native).
 #
+# `--json-schema FILE` also decodes under that schema's token masks (native rows; see
+# `saguaro bench --json-schema`) and records the mask cost per token beside the plain decode.
+#
 # Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,component]
-#                       [--moe] [--no-record]
+#                       [--moe] [--json-schema FILE] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,component moe=0
+prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,component moe=0 schema_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --surfaces) surfaces=$2; shift 2 ;;
     --moe) moe=1; shift ;;
+    --json-schema) schema_args=(--json-schema "$2"); shift 2 ;;
     --prefill) prefill=$2; shift 2 ;;
     --decode) decode=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
@@ -58,7 +62,7 @@ for model in "${models[@]}"; do
   # Dropping the page cache's advantage between runs is not possible without root tricks;
   # the model is read once before timing by the open + prefill anyway.
   if has native; then
-    results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" --threads "$threads" --json)")
+    results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" --threads "$threads" ${schema_args[@]+"${schema_args[@]}"} --json)")
   fi
   if has wasm-node; then
     results+=("$(node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
@@ -106,6 +110,14 @@ for r in rows:
     else:
         mem = f"{f(r, 'peak_rss_mb', '.0f')} | {f(r, 'rss_anon_open_mb', '.1f')} | {f(r, 'rss_anon_mb', '.1f')} "
     lines.append(f"| {surface} | {name} | {r['kernels']} | {r['prefill_tps']:.0f} ({r['prefill_threads']}) | {r['decode_tps']:.1f} | {frac} | {r['time_to_first_token_ms']:.0f} | {r['open_ms']:.1f} | {mem}|")
+for r in rows:
+    if "mask_ms_mean" in r:
+        name = r["model"].rsplit("/", 1)[-1].removesuffix(".cact")
+        lines.append(f"\nConstrained decoding ({name}, schema {r['json_schema']}, synthetic 65536-token byte-level vocabulary): "
+                     f"mask {r['mask_ms_mean']:.3f} ms/token mean (p50 {r['mask_ms_p50']:.3f}, p99 {r['mask_ms_p99']:.3f}, max {r['mask_ms_max']:.3f}) = "
+                     f"{r['mask_cost_pct_of_decode']:.1f}% of a plain decode step; constrained decode {r['constrained_decode_tps']:.1f} tok/s vs {r['decode_tps']:.1f}; "
+                     f"grammar compile {r['grammar_compile_ms_mean']:.1f} ms per request, vocabulary trie {r['constraint_vocab_build_ms']:.0f} ms once per model; "
+                     f"{r['documents_completed']} documents completed.")
 lines.append(f"\nprefill {rows[0]['prefill_tokens']} tokens, decode {rows[0]['decode_tokens']} tokens after it; ceiling = bandwidth / bytes read per decoded token (all weights + KV cache at the mean position; MoE: the k chosen experts).")
 text = "\n".join(lines) + "\n"
 print(text)

@@ -525,3 +525,100 @@ impl Constraint {
         self.matcher.as_ref().is_some_and(|m| m.is_stopped() && !m.is_error())
     }
 }
+
+// Hosts share one ChatModel (and its ConstraintVocab) between threads and run sessions, with
+// their constraints, on worker threads.
+const _: () = {
+    fn shared<T: Send + Sync>() {}
+    fn movable<T: Send>() {}
+    #[allow(dead_code)]
+    fn check() {
+        shared::<ConstraintVocab>();
+        shared::<crate::session::ChatModel>();
+        movable::<Constraint>();
+        movable::<crate::session::Session>();
+        movable::<crate::session::Completion>();
+    }
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrowing_bounds_numbers_and_closes_objects() {
+        let mut s = json!({"type": "object", "properties": {
+            "n": {"type": "number"}, "i": {"type": ["integer", "null"], "minimum": 3},
+            "o": {"type": "object", "properties": {"x": {"type": "string"}}},
+            "free": {"type": "object", "additionalProperties": true, "properties": {}}},
+            "$defs": {"d": {"type": "number", "exclusiveMaximum": 1, "multipleOf": 0.25}}});
+        narrow(&mut s, true).unwrap();
+        assert_eq!(s["properties"]["n"], json!({"type": "number", "minimum": -SAFE_INTEGER, "maximum": SAFE_INTEGER, "multipleOf": NUMBER_STEP}));
+        assert_eq!(s["properties"]["i"], json!({"type": ["integer", "null"], "minimum": 3, "maximum": SAFE_INTEGER}));
+        assert_eq!(s["properties"]["o"]["additionalProperties"], json!(false));
+        assert_eq!(s["properties"]["free"]["additionalProperties"], json!(true));
+        assert_eq!(s["additionalProperties"], json!(false));
+        assert_eq!(s["$defs"]["d"], json!({"type": "number", "exclusiveMaximum": 1, "multipleOf": 0.25, "minimum": -SAFE_INTEGER}));
+        // Under allOf, objects stay open (closing one branch would forbid the other's keys).
+        let all = json!({"allOf": [{"properties": {"a": {}}}, {"properties": {"b": {}}}]});
+        let mut s = all.clone();
+        narrow(&mut s, !uses_all_of(&all)).unwrap();
+        assert_eq!(s, all);
+        assert!(narrow(&mut json!({"type": "number", "multipleOf": 1e-9}), true).is_err());
+        assert!(narrow(&mut json!({"type": "number", "multipleOf": 0.00000001}), true).is_ok());
+    }
+
+    #[test]
+    fn refs_follow_a_moved_schema() {
+        let mut p = json!({"properties": {"a": {"$ref": "#/$defs/x"}, "b": {"items": {"$ref": "#"}}, "c": {"$ref": "https://x/y"}}});
+        rebase_refs(&mut p, "/properties/arguments");
+        assert_eq!(p["properties"]["a"]["$ref"], json!("#/properties/arguments/$defs/x"));
+        assert_eq!(p["properties"]["b"]["items"]["$ref"], json!("#/properties/arguments"));
+        assert_eq!(p["properties"]["c"]["$ref"], json!("https://x/y"));
+    }
+
+    #[test]
+    fn decoders_tell_how_bytes_are_spelled() {
+        assert_eq!(spelling(&json!({"type": "ByteLevel"})), Some(Spelling::ByteLevel));
+        let seq = json!({"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                                                          {"type": "ByteFallback"}, {"type": "Fuse"}]});
+        assert_eq!(spelling(&seq), Some(Spelling::ByteFallback { space: '▁' }));
+        assert_eq!(spelling(&json!({"type": "WordPiece"})), None);
+        assert_eq!(spelling(&Value::Null), None);
+        let map = byte_level_chars();
+        assert_eq!(map.len(), 256);
+        assert_eq!(map[&'Ġ'], b' ');
+        assert_eq!(map[&'A'], b'A');
+    }
+
+    #[test]
+    fn vocabularies_are_checked() {
+        assert!(ConstraintVocab::new(Vec::new(), &[0], None, None).is_err());
+        assert!(ConstraintVocab::new(vec![b"a".to_vec(); 4], &[], None, None).is_err());
+        assert!(ConstraintVocab::new(vec![vec![b'x'; MAX_TOKEN_BYTES + 1], b"y".to_vec()], &[1], None, None).is_err());
+        // A tiny vocabulary: "a", "b", "ab", "\"", EOS.
+        let words = vec![b"a".to_vec(), b"b".to_vec(), b"ab".to_vec(), b"\"".to_vec(), b"\xff<eos>".to_vec()];
+        let v = ConstraintVocab::new(words, &[4, 99], None, None).unwrap();
+        let mut k = v.json_schema(&json!({"enum": ["ab", "b"]})).unwrap();
+        let mut logits = vec![0.0f32; 6];
+        k.apply(&mut logits).unwrap();
+        // Only the opening quote, and nothing past the vocabulary.
+        assert_eq!(logits.iter().map(|l| l.is_finite()).collect::<Vec<_>>(), [false, false, false, true, false, false]);
+        k.commit(3).unwrap();
+        let mut logits = vec![0.0f32; 5];
+        k.apply(&mut logits).unwrap();
+        assert_eq!(logits.iter().map(|l| l.is_finite()).collect::<Vec<_>>(), [true, true, true, false, false]);
+        k.commit(2).unwrap();
+        k.commit(3).unwrap();
+        assert!(k.is_complete());
+        // A token the mask did not allow is an error, not a panic.
+        let mut k = v.json_schema(&json!({"const": "a"})).unwrap();
+        assert!(k.commit(1).is_err());
+        // Forcing a tool call needs the markers.
+        let r: Request = serde_json::from_value(json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f"}], "tool_choice": "required"})).unwrap();
+        let declared = r.validate().unwrap();
+        let err = for_request(|| Ok(Arc::new(ConstraintVocab::new(vec![b"a".to_vec(), b"\xff<e>".to_vec()], &[1], None, None)?)), &r, &declared, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("tool_call_start"), "{err}");
+    }
+}

@@ -296,3 +296,42 @@ fn run_says_which_preset_it_samples_with_and_equals_complete_with_that_preset() 
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn complete_constrains_to_a_json_schema_and_forces_tool_calls() {
+    let model = model_dir();
+    let m = model.to_str().unwrap();
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                        "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"]});
+    let request = json!({"messages": [{"role": "user", "content": "Weather?"}],
+                         "options": {"temperature": 0.7, "seed": 5, "max_tokens": 200, "json_schema": schema}});
+    let out = saguaro(&["complete", "--model", m], &request.to_string());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = response_json(&out);
+    assert_eq!(v["finish_reason"], json!("stop"), "{v}");
+    let answer: Value = serde_json::from_str(v["response"].as_str().unwrap()).unwrap();
+    let days = answer["days"].as_i64().unwrap();
+    assert!((1..=7).contains(&days) && answer["city"].as_str().unwrap().chars().count() <= 12, "{answer}");
+    assert_eq!(answer.as_object().unwrap().len(), 2, "{answer}");
+
+    // A named tool_choice: one call of that tool, arguments per its parameters.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": schema}}, {"name": "other"}]);
+    let request = json!({"messages": [{"role": "user", "content": "Weather?"}], "tools": tools,
+                         "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "options": {"temperature": 0, "max_tokens": 200}});
+    let out = saguaro(&["complete", "--model", m], &request.to_string());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = response_json(&out);
+    assert_eq!(v["finish_reason"], json!("tool_calls"), "{v}");
+    let calls = v["function_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["name"], json!("get_weather"));
+    assert!((1..=7).contains(&calls[0]["arguments"]["days"].as_i64().unwrap()), "{v}");
+
+    // An unsupported keyword: success false, code input, exit status 1.
+    let bad = json!({"messages": [{"role": "user", "content": "x"}], "options": {"json_schema": {"type": "string", "not": {"const": "a"}}}});
+    let out = saguaro(&["complete", "--model", m], &bad.to_string());
+    assert_eq!(out.status.code(), Some(1));
+    let v = response_json(&out);
+    assert_eq!((v["success"].clone(), v["error_code"].clone()), (json!(false), json!("input")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not"), "{v}");
+}
