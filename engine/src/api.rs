@@ -949,6 +949,27 @@ mod tests {
     }
 
     #[test]
+    fn tool_choice_reads_openai_shapes() {
+        let ok = |v: Value| ToolChoice::from_value(&v).unwrap();
+        assert_eq!(ok(json!("auto")), ToolChoice::Auto);
+        assert_eq!(ok(Value::Null), ToolChoice::Auto);
+        assert_eq!(ok(json!("none")), ToolChoice::None);
+        assert_eq!(ok(json!("required")), ToolChoice::Required);
+        assert_eq!(ok(json!({"type": "function", "function": {"name": "f"}})), ToolChoice::Function("f".into()));
+        assert_eq!(ok(json!({"type": "function", "name": "g"})), ToolChoice::Function("g".into()));
+        for bad in [json!("any"), json!(3), json!({"type": "custom", "name": "f"}), json!({"function": "f"}), json!({"function": {"name": ""}})] {
+            assert!(ToolChoice::from_value(&bad).is_err(), "{bad}");
+        }
+        let r = Request::from_json(r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f", "parameters": {"type": "object"}}],
+                                       "tool_choice": {"type": "function", "function": {"name": "f"}}, "options": {"json_schema": {"type": "string"}}}"#)
+        .unwrap();
+        assert_eq!(r.validate().unwrap(), vec!["f".to_string()]);
+        assert_eq!(r.tool_parameters("f"), Some(&json!({"type": "object"})));
+        assert_eq!(r.tool_parameters("g"), None);
+        assert_eq!(r.options.json_schema, Some(json!({"type": "string"})));
+    }
+
+    #[test]
     fn failure_response_has_every_field() {
         let r = Response::failure(&Error::Input("bad".into()));
         let v: Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -437,7 +437,8 @@ pub fn for_request(vocab: impl FnOnce() -> Result<Arc<ConstraintVocab>>, request
     let lark = match (&choice, forced, schema) {
         (ToolChoice::Function(_), Some(names), _) => format!("start: tools\n{}", tool_rule(&names, false)?),
         (_, Some(names), _) => format!("start: tools\n{}", tool_rule(&names, true)?),
-        (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() => {
+        // Auto with tools: the JSON answer or calls (a model without tool-call tokens: JSON).
+        (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() && vocab.tool_call_start.is_some() && vocab.tool_call_end.is_some() => {
             let names: Vec<&String> = declared.iter().collect();
             format!("start: answer | tools\nanswer: {}\n{}", json_rule(schema)?, tool_rule(&names, true)?)
         }
