@@ -22,7 +22,8 @@
 //!   weak model pad forever). A schema may carry llguidance's own `"x-guidance"` options
 //!   (e.g. `{"whitespace_flexible": true}`, `{"coerce_one_of": true}`) to change that. Keywords
 //!   llguidance does not implement (`not`, `if`/`then`/`else`, `uniqueItems`, `contains`,
-//!   `dependentRequired`, ..., and `oneOf` unless coerced) are an input error naming them;
+//!   `dependentRequired`, ..., and `oneOf` over branches that may overlap, unless coerced) are
+//!   an input error naming them;
 //!   `$ref` works within the schema (`#/$defs/...`, any `#/` pointer), not to other documents.
 //!   Where a schema leaves numbers unbounded or objects open, the grammar narrows it as
 //!   llama.cpp's does (`narrow` below): a weak model could otherwise write digits or keys
