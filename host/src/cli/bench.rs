@@ -124,7 +124,6 @@ fn check_fits(args: &BenchArgs, context: usize) -> Result<()> {
             args.prefill, args.decode
         ))),
     }
-    }
 }
 
 /// Greedy decode under a JSON Schema's masks from the prefilled `state`: the time of each

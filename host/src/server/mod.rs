@@ -19,8 +19,10 @@
 //! `repeat_penalty`) are accepted beside OpenAI's fields. Refused with a 400 rather than
 //! silently ignored: `n` > 1, `logprobs`, non-empty `logit_bias`, non-zero `presence_penalty` /
 //! `frequency_penalty`, non-text content parts, several or token-id prompts, `echo`, `suffix`;
-//! `response_format` json_object/json_schema and forced `tool_choice` while the engine has no
-//! constrained decoding (detected at start-up, see [`openai::Caps`]). No CORS headers: a web
+//! and unsupported JSON Schema keywords. `response_format` json_object/json_schema becomes
+//! `options.json_schema` and `tool_choice` passes through: the engine's constrained decoding
+//! (engine/src/constrain.rs) masks tokens so the output parses (a build without it would refuse
+//! both with a 400, see [`openai::Caps`]). No CORS headers: a web
 //! page on another origin cannot drive a local server through a visitor's browser.
 
 pub mod error;

@@ -131,21 +131,41 @@ class OpenAIClientTest(unittest.TestCase):
         self.assertEqual(text, want["response"])
 
     def test_forced_tool_call(self):
-        """With constrained decoding in the engine, a named tool_choice yields a parsed call with
-        valid arguments; without it, a 400 that names tool_choice."""
+        """A named tool_choice yields a parsed call with arguments valid against its parameters
+        (constrained decoding in the engine; /v1/models advertises it)."""
         caps = self.client.models.list().data[0].model_extra["saguaro"]
-        args = dict(model="fixture", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=TOOLS,
-                    tool_choice={"type": "function", "function": {"name": "get_weather"}}, temperature=0, max_tokens=64)
-        if caps["tool_choice"]:
-            r = self.client.chat.completions.create(**args)
-            self.assertEqual(r.choices[0].finish_reason, "tool_calls")
-            call = r.choices[0].message.tool_calls[0]
-            self.assertEqual(call.function.name, "get_weather")
-            self.assertIsInstance(json.loads(call.function.arguments)["city"], str)
-        else:
-            with self.assertRaises(openai.BadRequestError) as e:
-                self.client.chat.completions.create(**args)
-            self.assertEqual(e.exception.body["param"], "tool_choice")
+        self.assertTrue(caps["tool_choice"])
+        # A bounded city: random weights would otherwise write one string until max_tokens.
+        tools = json.loads(json.dumps(TOOLS))
+        tools[0]["function"]["parameters"]["properties"]["city"]["maxLength"] = 12
+        r = self.client.chat.completions.create(
+            model="fixture", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}}, temperature=0, max_tokens=160)
+        self.assertEqual(r.choices[0].finish_reason, "tool_calls")
+        call = r.choices[0].message.tool_calls[0]
+        self.assertEqual(call.function.name, "get_weather")
+        self.assertIsInstance(json.loads(call.function.arguments)["city"], str)
+
+    def test_structured_output(self):
+        """response_format json_schema, through the client's own `parse` helper: the content is
+        JSON with the schema's required, typed fields (streamed the same as not)."""
+        caps = self.client.models.list().data[0].model_extra["saguaro"]
+        self.assertTrue(caps["json_schema"])
+        schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                   "sunny": {"type": "boolean"}},
+                  "required": ["city", "sunny"], "additionalProperties": False}
+        fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}}
+        args = dict(model="fixture", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                    response_format=fmt, temperature=0, max_tokens=160)
+        r = self.client.chat.completions.create(**args)
+        self.assertEqual(r.choices[0].finish_reason, "stop", r)
+        doc = json.loads(r.choices[0].message.content)
+        self.assertEqual(set(doc), {"city", "sunny"})
+        self.assertIsInstance(doc["city"], str)
+        self.assertIsInstance(doc["sunny"], bool)
+        stream = self.client.chat.completions.create(**args, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        self.assertEqual(text, r.choices[0].message.content)
 
     def test_completions(self):
         g = GENERATIONS[0]

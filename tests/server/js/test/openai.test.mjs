@@ -92,17 +92,35 @@ test('tool calls and results in the history, tools declared', async () => {
   assert.equal(final.choices[0].message.content ?? '', want.response);
 });
 
-test('a forced tool call: a parsed call with constrained decoding, else a 400 naming tool_choice', async () => {
+test('a forced tool call: a parsed call with arguments valid against the tool', async () => {
   const caps = (await client.models.list()).data[0].saguaro;
-  const args = { model: 'fixture', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: TOOLS,
-    tool_choice: { type: 'function', function: { name: 'get_weather' } }, temperature: 0, max_tokens: 64 };
-  if (caps.tool_choice) {
-    const r = await client.chat.completions.create(args);
-    assert.equal(r.choices[0].finish_reason, 'tool_calls');
-    assert.equal(typeof JSON.parse(r.choices[0].message.tool_calls[0].function.arguments).city, 'string');
-  } else {
-    await assert.rejects(client.chat.completions.create(args), (e) => e instanceof OpenAI.BadRequestError && e.param === 'tool_choice');
-  }
+  assert.equal(caps.tool_choice, true);
+  // A bounded city: random weights would otherwise write one string until max_tokens.
+  const tools = structuredClone(TOOLS);
+  tools[0].function.parameters.properties.city.maxLength = 12;
+  const r = await client.chat.completions.create({ model: 'fixture', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, temperature: 0, max_tokens: 160 });
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.equal(r.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  assert.equal(typeof JSON.parse(r.choices[0].message.tool_calls[0].function.arguments).city, 'string');
+});
+
+test('structured output: response_format json_schema gives JSON with the required, typed fields', async () => {
+  const caps = (await client.models.list()).data[0].saguaro;
+  assert.equal(caps.json_schema, true);
+  const schema = { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, sunny: { type: 'boolean' } },
+    required: ['city', 'sunny'], additionalProperties: false };
+  const args = { model: 'fixture', messages: [{ role: 'user', content: 'Weather in Paris?' }], temperature: 0, max_tokens: 160,
+    response_format: { type: 'json_schema', json_schema: { name: 'weather', schema, strict: true } } };
+  const r = await client.chat.completions.create(args);
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  const doc = JSON.parse(r.choices[0].message.content);
+  assert.deepEqual(Object.keys(doc).sort(), ['city', 'sunny']);
+  assert.equal(typeof doc.city, 'string');
+  assert.equal(typeof doc.sunny, 'boolean');
+  let streamed = '';
+  for await (const chunk of await client.chat.completions.create({ ...args, stream: true })) streamed += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(streamed, r.choices[0].message.content);
 });
 
 test('completions take the raw prompt', async () => {
