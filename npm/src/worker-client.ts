@@ -118,21 +118,21 @@ class Connection {
     return new Promise((resolve, reject) => {
       const pending: Pending = { resolve, reject, options };
       this.pending.set(id, pending);
+      const { signal } = options;
+      // Already aborted: the request says so itself. A separate cancel message could reach the
+      // worker only after it has computed a few tokens (messages between threads take time).
+      const aborted = signal?.aborted ? { aborted: true as const } : {};
       try {
-        this.worker.postMessage({ ...body, saguaro: PROTOCOL, id }, { transfer: options.transfer ?? [] });
+        this.worker.postMessage({ ...body, ...aborted, saguaro: PROTOCOL, id }, { transfer: options.transfer ?? [] });
       } catch (e) {
         this.pending.delete(id);
         reject(e);
         return;
       }
-      const { signal } = options;
-      if (signal) {
+      if (signal && !signal.aborted) {
         const onAbort = () => this.cancel(id);
-        if (signal.aborted) onAbort();
-        else {
-          signal.addEventListener('abort', onAbort, { once: true });
-          pending.cleanup = () => signal.removeEventListener('abort', onAbort);
-        }
+        signal.addEventListener('abort', onAbort, { once: true });
+        pending.cleanup = () => signal.removeEventListener('abort', onAbort);
       }
     });
   }

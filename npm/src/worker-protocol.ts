@@ -31,7 +31,8 @@ export interface WireLoadOptions {
 /** Low-level model calls forwarded as they are. */
 export type ModelMethod = 'tokenize' | 'detokenize' | 'logits' | 'generateTokens';
 
-export type ToWorker = { saguaro: typeof PROTOCOL; id: number } & (
+/** `aborted`: the request's signal was aborted before it was sent (the worker starts it cancelled). */
+export type ToWorker = { saguaro: typeof PROTOCOL; id: number; aborted?: true } & (
   | { type: 'load'; model: number; source: WireSource; options: WireLoadOptions }
   | { type: 'session'; model: number; session: number }
   | { type: 'complete'; session: number; request: unknown; tokens: boolean; prefill: boolean; yieldMs?: number }

@@ -69,6 +69,7 @@ function handle(endpoint: WorkerEndpoint, msg: ToWorker): void {
     return;
   }
   const controller = new AbortController();
+  if (msg.aborted) controller.abort();
   running.set(id, controller);
   const event = (e: unknown) => post(endpoint, { saguaro: PROTOCOL, id, type: 'event', event: plain(e) });
   run(endpoint, msg, controller.signal, event)
