@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::config::{Architecture, LayerKind, ModelConfig};
 use crate::error::{Error, Result};
 use crate::format::{CactWriter, TensorDType, TensorPlan};
-use crate::quant::{quantize_matrix, QuantKind};
+use crate::quant::{quantize_matrix_with, QuantKind};
 use crate::weights::TensorSource;
 
 /// Storage chosen for the weight matrices. Norms, conv taps and biases are always f32.
@@ -308,7 +308,7 @@ pub fn convert<W: Write>(
                 let qmax = if kind == QuantKind::Q8 { 127.0 } else { 7.0 };
                 check_range(&spec.name, &values, 65504.0 * qmax, p.dtype.name())?;
                 let (rows, cols) = (spec.shape[0], spec.shape[1]);
-                let (data, scales) = quantize_matrix(kind, &values, rows, cols);
+                let (data, scales) = quantize_matrix_with(kind, source.int4_scale_rule(), &values, rows, cols);
                 writer.write_tensor(&spec.name, &data, Some(&scales))?
             }
         }

@@ -256,6 +256,43 @@ fn quantized_tensors_are_the_ggml_quantization_of_the_weights() {
 }
 
 #[test]
+fn q8_0_and_q4_0_blocks_convert_to_int8_and_int4_without_loss() {
+    use saguaro_engine::quant::{dequantize_row, quantize_matrix_with, QuantKind, QuantShape, ScaleRule};
+    // Issue 15 item 6: every matrix of the Q8_0 / Q4_0 files, dequantized as the engine reads
+    // it, quantizes to int8 / int4 and back to exactly the same values (the scales agree with
+    // ggml's, so no weight is rounded twice).
+    let st_bytes = read("hybrid-gqa/model.safetensors");
+    let st = SafetensorsSource::new(&[("model.safetensors".to_string(), st_bytes.as_slice())]).unwrap();
+    for (file, kind) in [("gguf/hybrid-gqa-q8_0.gguf", QuantKind::Q8), ("gguf/hybrid-gqa-q4_0.gguf", QuantKind::Q4)] {
+        let bytes = read(file);
+        let gguf = GgufFile::parse(&bytes).unwrap();
+        let mut checked = 0;
+        for name in st.names() {
+            let view = gguf.raw_tensor(name).unwrap().unwrap();
+            let want_ty = if kind == QuantKind::Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 };
+            if view.ggml_type != want_ty {
+                continue;
+            }
+            let t = gguf.tensor(name).unwrap().unwrap();
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let w = t.to_f32();
+            let rule = saguaro_engine::weights::TensorSource::int4_scale_rule(&gguf);
+            assert_eq!(rule, ScaleRule::Ggml);
+            let (data, scales) = quantize_matrix_with(kind, rule, &w, rows, cols);
+            let shape = QuantShape::new(rows, cols).unwrap();
+            let mut row = vec![0.0f32; cols];
+            for r in 0..rows {
+                dequantize_row(kind, &data, &scales, &shape, r, &mut row);
+                let want = &w[r * cols..(r + 1) * cols];
+                assert!(row.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{file} {name} row {r}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "{file}: only {checked} matrices");
+    }
+}
+
+#[test]
 fn dequantization_matches_gguf_py_bit_for_bit() {
     let bytes = read("gguf/dequant-check.gguf");
     let gguf = GgufFile::parse(&bytes).unwrap();

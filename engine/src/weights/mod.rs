@@ -66,6 +66,12 @@ pub trait TensorSource {
     /// The tensor called `name`, or `Ok(None)` when the source has no such tensor.
     fn tensor(&self, name: &str) -> Result<Option<RawTensor<'_>>>;
 
+    /// How a conversion picks INT4 scales for this source's matrices: GGUF files (values from
+    /// ggml blocks) use [`ScaleRule::Ggml`], so Q4_0 blocks convert without loss.
+    fn int4_scale_rule(&self) -> crate::quant::ScaleRule {
+        crate::quant::ScaleRule::Amax
+    }
+
     /// The tensor called `name` as f32, checked against the expected shape.
     fn f32_tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let raw = self

@@ -397,6 +397,10 @@ impl TensorSource for GgufFile<'_> {
     /// [`super::llama`]): F32 / F16 / BF16 borrowed, Q8_0 /
     /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K dequantized to f32; other types are
     /// an error.
+    fn int4_scale_rule(&self) -> saguaro_engine::quant::ScaleRule {
+        saguaro_engine::quant::ScaleRule::Ggml
+    }
+
     fn tensor(&self, name: &str) -> Result<Option<RawTensor<'_>>> {
         match self.architecture() {
             Some("llama") => return self.llama_family_tensor(name, false),
