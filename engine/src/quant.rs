@@ -119,13 +119,14 @@ pub enum ScaleRule {
 fn quantize_group(kind: QuantKind, rule: ScaleRule, w: &[f32], q: &mut [i8; GROUP]) -> f16 {
     let amax = w.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     let scale = f16::from_f32(amax / kind.qmax());
-    let err = quantize_with(kind, w, scale, q);
+    quantize_with(kind, w, scale, q);
     if kind == QuantKind::Q4 && rule == ScaleRule::Ggml {
         // ggml's Q4_0 scale uses the -8 end too: try it, keep it only when strictly better.
         let m = w.iter().fold(0.0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
         let alt = f16::from_f32(m / -8.0);
         let mut alt_q = [0i8; GROUP];
-        if alt != scale && quantize_with(kind, w, alt, &mut alt_q) < err {
+        quantize_with(kind, w, alt, &mut alt_q);
+        if alt != scale && squared_error(w, &alt_q, alt) < squared_error(w, q, scale) {
             *q = alt_q;
             return alt;
         }
@@ -133,8 +134,8 @@ fn quantize_group(kind: QuantKind, rule: ScaleRule, w: &[f32], q: &mut [i8; GROU
     scale
 }
 
-/// Quantizes `w` with `scale` into `q`; returns the squared error (f64, summed in order).
-fn quantize_with(kind: QuantKind, w: &[f32], scale: f16, q: &mut [i8; GROUP]) -> f64 {
+/// Quantizes `w` with `scale` into `q` (zeros for a zero or non-finite scale).
+fn quantize_with(kind: QuantKind, w: &[f32], scale: f16, q: &mut [i8; GROUP]) {
     let s = scale.to_f32();
     *q = [0; GROUP];
     if s != 0.0 && s.is_finite() {
@@ -142,8 +143,13 @@ fn quantize_with(kind: QuantKind, w: &[f32], scale: f16, q: &mut [i8; GROUP]) ->
             *qi = (x / s).round_ties_even().clamp(kind.qmin(), kind.qmax()) as i8;
         }
     }
+}
+
+/// Squared error of `q * scale` against `w` (f64, summed in order: the same on every platform).
+fn squared_error(w: &[f32], q: &[i8; GROUP], scale: f16) -> f64 {
+    let s = scale.to_f32();
     let s = if s.is_finite() { s } else { 0.0 };
-    w.iter().zip(q.iter()).map(|(&x, &qi)| (f64::from(x) - f64::from(qi as f32 * s)).powi(2)).sum()
+    w.iter().zip(q).map(|(&x, &qi)| (f64::from(x) - f64::from(qi as f32 * s)).powi(2)).sum()
 }
 
 /// Quantizes a row-major `[rows, cols]` f32 matrix into (data, scales) in `r16k4`.
@@ -296,9 +302,12 @@ mod tests {
         fn int4_scale_choice_never_loses_to_amax_over_7(w in proptest::collection::vec(-4.0f32..4.0, 1..=32)) {
             let mut q = [0i8; GROUP];
             let chosen = quantize_group(QuantKind::Q4, ScaleRule::Ggml, &w, &mut q);
-            let err = quantize_with(QuantKind::Q4, &w, chosen, &mut q.clone());
+            let err = squared_error(&w, &q, chosen);
             let amax = w.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
-            let plain = quantize_with(QuantKind::Q4, &w, f16::from_f32(amax / 7.0), &mut [0; GROUP]);
+            let plain_scale = f16::from_f32(amax / 7.0);
+            let mut plain_q = [0i8; GROUP];
+            quantize_with(QuantKind::Q4, &w, plain_scale, &mut plain_q);
+            let plain = squared_error(&w, &plain_q, plain_scale);
             prop_assert!(err <= plain, "{err} > {plain}");
         }
 

@@ -854,7 +854,7 @@ unsafe fn q4_two_quads(wg: *const u8, xg: &[v128]) -> (v128, v128, v128, v128) {
 mod tests {
     use super::*;
     use crate::kernels::scalar;
-    use crate::quant::quantize_matrix;
+    use crate::quant::{quantize_matrix_with, ScaleRule};
 
     /// Deterministic generator (xorshift64*).
     struct Rng(u64);
@@ -1170,10 +1170,11 @@ mod tests {
         // Real quantized weights (odd shapes: padded rows and columns) and activations from
         // the simd128 quantizer, which is itself bit-exact.
         let mut rng = Rng::new(6);
-        for kind in [QuantKind::Q8, QuantKind::Q4] {
+        // Both INT4 scale rules: ScaleRule::Ggml gives negative scales too.
+        for (kind, rule) in [(QuantKind::Q8, ScaleRule::Amax), (QuantKind::Q4, ScaleRule::Amax), (QuantKind::Q4, ScaleRule::Ggml)] {
             for (rows, cols) in [(1usize, 1usize), (16, 32), (21, 45), (37, 100), (64, 257), (80, 96)] {
                 let w = rng.vec(rows * cols);
-                let (data, scales) = quantize_matrix(kind, &w, rows, cols);
+                let (data, scales) = quantize_matrix_with(kind, rule, &w, rows, cols);
                 let shape = QuantShape::new(rows, cols).unwrap();
                 let m = QuantMatrix { kind, shape, data: &data, scales: &scales };
                 for tokens in [1usize, 2, 3, 4, 5, 8, 9, 13] {
