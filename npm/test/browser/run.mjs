@@ -249,6 +249,9 @@ async function main() {
     for (const q of ['int8', 'int4', 'f32']) {
       saguaro(bin, ['convert', src, '-o', path.join(models, `chat-${q}.cact`), '--quant', q, '--quiet']);
     }
+    // A real model when the test command has one (SmolLM2-135M-Instruct int8, scripts/test-npm.sh --real).
+    const real = process.env.SAGUARO_REAL_INT8;
+    if (real) fs.copyFileSync(real, path.join(models, 'smollm2-int8.cact'));
     const int8 = path.join(models, 'chat-int8.cact');
     const int8Bytes = fs.statSync(int8).size;
     fs.writeFileSync(path.join(models, 'garbage.cact'), Buffer.from('this is not a model file, only some text\n'.repeat(50)));
@@ -533,6 +536,33 @@ async function main() {
         assert(got.tokens.map((t) => t.text).join('') === got.response.response, `${name}: the streamed text is not the response`);
       }
     });
+
+    if (real) {
+      await test('worker: a real model (SmolLM2-135M-Instruct, int8) answers with the tokens of native', async () => {
+        const realRequests = [
+          { messages: [{ role: 'user', content: 'Name three colors of the rainbow.' }], options: { temperature: 0, max_tokens: 32 } },
+          { messages: [{ role: 'system', content: 'You are a poet.' }, { role: 'user', content: 'Write a haiku about the desert.' }], options: { temperature: 0.7, top_p: 0.9, seed: 42, max_tokens: 40 } },
+        ];
+        for (const request of realRequests) {
+          const want = nativeComplete(bin, real, request, tmp);
+          assert(want.response.success && want.response.decode_tokens > 4, `native: ${JSON.stringify(want.response)}`);
+          const got = await page.evaluate(async (request) => {
+            window.__t.real ??= window.__t.mod.WorkerModel.load('models/smollm2-int8.cact');
+            const session = (await window.__t.real).session();
+            const tokens = [];
+            const response = await session.complete(request, { onToken: (t) => void tokens.push(t) });
+            session.free();
+            return { tokens, response };
+          }, request);
+          assertSame(tokenEvents(got.tokens), want.tokens, 'the token events');
+          assertSame(withoutTimings(got.response), withoutTimings(want.response), 'the response');
+          log(`    ${got.response.decode_tokens} tokens: ${JSON.stringify(got.response.response)}`);
+        }
+        await page.evaluate(async () => (await window.__t.real).free());
+      });
+    } else {
+      log('    (no real model: SAGUARO_REAL_INT8 is not set; scripts/test.sh sets it)');
+    }
 
     await test('worker: session.stream() yields the same tokens, and returns the response', async () => {
       const { name, request } = requests[1];
