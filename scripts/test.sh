@@ -61,8 +61,11 @@ step "npm package in Node: an LFM2-350M-shaped int8 model (~380 MB) in wasm32"
 step "real text: SmolLM2-135M-Instruct (pip) in wasm (Node), native and the component"
 ./scripts/test-npm.sh --no-build --real 2>&1 | tee -a "$log"
 # The int8 conversion it made (kept in the model's cache folder): the browser test runs it too.
-smollm2=$(./scripts/get-smollm2.sh | tail -n 1)
-export SAGUARO_REAL_INT8="${smollm2%.Q4_1.gguf}.int8.cact"
+SAGUARO_REAL_INT8=$(./scripts/get-model.sh smollm2 --cact int8 "$SAGUARO_BIN" | tail -n 1)
+export SAGUARO_REAL_INT8
+
+step "real text: Gemma 3 270M (pip, Q4_K_M) in wasm (Node) against native"
+./scripts/test-npm.sh --no-build --gemma 2>&1 | tee -a "$log"
 
 step "npm package in headless Chromium (worker, example app): against the native CLI"
 ./scripts/test-browser.sh 2>&1 | tee -a "$log"
