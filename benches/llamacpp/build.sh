@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's command-line tools (llama-bench, llama-tokenize, llama-cli) for side-by-side
 # measurements and reference checks. The source is the llama.cpp that the llama-cpp-python sdist
-# vendors, fetched with pip (`pip download --no-binary :all:`); nothing of it is committed.
+# vendors, fetched with pip (`pip download --no-binary llama-cpp-python`: the sdist of that package only, so its build tools come as wheels); nothing of it is committed.
 # Idempotent: an existing build is reused. Prints the folder holding the binaries on the last line.
 #
 # Usage: benches/llamacpp/build.sh [TARGET ...]     (default targets: llama-bench llama-tokenize)
@@ -25,7 +25,7 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
   sdist=$LLAMACPP_DIR/llama_cpp_python-$LCPP_PY_VERSION.tar.gz
   if [ ! -f "$sdist" ]; then
     log "pip download llama-cpp-python==$LCPP_PY_VERSION (sdist)"
-    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$LLAMACPP_DIR" \
+    "$PYTHON" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$LLAMACPP_DIR" \
       "llama-cpp-python==$LCPP_PY_VERSION" >&2
   fi
   [ -f "$sdist" ] || { echo "llamacpp: pip did not produce $sdist" >&2; exit 1; }

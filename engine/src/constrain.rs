@@ -29,7 +29,9 @@
 //!   llama.cpp's does (`narrow` below): a weak model could otherwise write digits or keys
 //!   forever. Every answer is still valid against the schema as given.
 //! - `tool_choice` forcing a call (`"required"`, or a named function): the answer is
-//!   `<|tool_call_start|>[{"name": "f", "arguments": {...}}]<|tool_call_end|>`, the arguments
+//!   `<|tool_call_start|>[{"name": "f", "arguments": {...}}]<|tool_call_end|>` (a model without
+//!   those tokens: `{"tool_calls": [{"name": "f", "arguments": {...}}]}`, the JSON convention of
+//!   [`crate::chat::json_calls`]), the arguments
 //!   valid against the tool's `parameters` (a named function: exactly one call; `required`: one
 //!   or more calls of any declared tools). This is LFM2's JSON tool-call form, which
 //!   [`crate::chat::tool_calls`] parses like the Pythonic one; JSON is chosen over the
@@ -40,7 +42,7 @@
 //! - `tool_choice: "none"`: only `<|tool_call_start|>` is masked out (no grammar runs); with a
 //!   `json_schema` the schema's grammar already excludes it.
 //! - `json_schema` with tools and `tool_choice` auto: either the JSON answer or tool calls as
-//!   above, the model chooses by its first token.
+//!   above, the model chooses by its first tokens.
 //!
 //! **Vocabulary.** The trie needs each token's bytes: for byte-level BPE (LFM2, GPT-2 style)
 //! the token string mapped back through the byte-to-character table, for sentencepiece-style
@@ -422,8 +424,11 @@ pub fn for_request(vocab: impl FnOnce() -> Result<Arc<ConstraintVocab>>, request
     }
     let vocab = vocab()?;
     let tool_rule = |names: &[&String], many: bool| -> Result<String> {
-        let (Some(start), Some(end)) = (vocab.tool_call_start, vocab.tool_call_end) else {
-            return Err(Error::Input("this model's tokenizer has no <|tool_call_start|>/<|tool_call_end|> tokens: tool calls cannot be forced".into()));
+        // Between the tool-call tokens, or (a model without them) the JSON convention of
+        // crate::chat::json_calls, written as its instructions show it.
+        let (open, close) = match (vocab.tool_call_start, vocab.tool_call_end) {
+            (Some(start), Some(end)) => (format!("<[{start}]> \"[\""), format!("\"]\" <[{end}]>")),
+            _ => (r#""{\"tool_calls\": [""#.to_string(), r#""]}""#.to_string()),
         };
         let mut rules = String::new();
         let mut alts = Vec::new();
@@ -433,13 +438,13 @@ pub fn for_request(vocab: impl FnOnce() -> Result<Arc<ConstraintVocab>>, request
             alts.push(format!("call_{i}"));
         }
         let list = if many { "call (\", \" call)*" } else { "call" };
-        Ok(format!("tools: <[{start}]> \"[\" {list} \"]\" <[{end}]>\ncall: {}\n{rules}", alts.join(" | ")))
+        Ok(format!("tools: {open} {list} {close}\ncall: {}\n{rules}", alts.join(" | ")))
     };
     let lark = match (&choice, forced, schema) {
         (ToolChoice::Function(_), Some(names), _) => format!("start: tools\n{}", tool_rule(&names, false)?),
         (_, Some(names), _) => format!("start: tools\n{}", tool_rule(&names, true)?),
-        // Auto with tools: the JSON answer or calls (a model without tool-call tokens: JSON).
-        (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() && vocab.tool_call_start.is_some() && vocab.tool_call_end.is_some() => {
+        // Auto with tools: the JSON answer or calls.
+        (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() => {
             let names: Vec<&String> = declared.iter().collect();
             format!("start: answer | tools\nanswer: {}\n{}", json_rule(schema)?, tool_rule(&names, true)?)
         }
@@ -616,11 +621,31 @@ mod tests {
         // A token the mask did not allow is an error, not a panic.
         let mut k = v.json_schema(&json!({"const": "a"})).unwrap();
         assert!(k.commit(1).is_err());
-        // Forcing a tool call needs the markers.
-        let r: Request = serde_json::from_value(json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f"}], "tool_choice": "required"})).unwrap();
+    }
+
+    #[test]
+    fn forced_calls_without_markers_use_the_json_convention() {
+        // One token per printable ASCII byte, then EOS; no tool-call tokens.
+        let mut words: Vec<Vec<u8>> = (0x20u8..0x7f).map(|b| vec![b]).collect();
+        words.push(b"\xff<eos>".to_vec());
+        let eos = (words.len() - 1) as u32;
+        let v = Arc::new(ConstraintVocab::new(words, &[eos], None, None).unwrap());
+        let r: Request = serde_json::from_value(json!({
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}],
+            "tool_choice": "required"
+        }))
+        .unwrap();
         let declared = r.validate().unwrap();
-        let err = for_request(|| Ok(Arc::new(ConstraintVocab::new(vec![b"a".to_vec(), b"\xff<e>".to_vec()], &[1], None, None)?)), &r, &declared, None)
-            .unwrap_err();
-        assert!(err.to_string().contains("tool_call_start"), "{err}");
+        let mut k = for_request(|| Ok(Arc::clone(&v)), &r, &declared, None).unwrap().expect("a grammar");
+        let id = |c: u8| u32::from(c - 0x20);
+        let mut logits = vec![0.0f32; 96];
+        k.apply(&mut logits).unwrap();
+        let allowed: Vec<usize> = (0..96).filter(|&i| logits[i].is_finite()).collect();
+        assert_eq!(allowed, vec![id(b'{') as usize], "only the opening brace first");
+        for &c in br#"{"tool_calls": [{"name": "f", "arguments": {"a": 7}}]}"# {
+            k.commit(id(c)).unwrap_or_else(|e| panic!("`{}` refused: {e}", c as char));
+        }
+        assert!(k.is_complete());
     }
 }

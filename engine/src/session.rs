@@ -60,9 +60,10 @@ use serde_json::Value;
 
 use crate::api::{
     check_request_size, FinishReason, FunctionCall, GenerationDefaults, Request, ResolvedOptions, Response, TokenEvent,
-    DEFAULT_MAX_REQUEST_BYTES,
+    ToolChoice, DEFAULT_MAX_REQUEST_BYTES,
 };
-use crate::chat::{self, ChatTemplate, TemplateVars, LFM2_TEMPLATE};
+use crate::chat::json_calls::JsonCallScanner;
+use crate::chat::{self, ChatTemplate, TemplateVars, ToolFormat, LFM2_TEMPLATE};
 use crate::constrain::{self, Constraint, ConstraintVocab};
 use crate::error::{Error, Result};
 use crate::model::{LogitsMode, Model, State};
@@ -122,6 +123,9 @@ pub struct ChatModel {
     pub eos_ids: Vec<u32>,
     pub tool_call_start: Option<u32>,
     pub tool_call_end: Option<u32>,
+    /// How the model writes tool calls: between the two ids above when it has both, else the
+    /// JSON convention of [`chat::json_calls`].
+    pub tool_format: ToolFormat,
     /// UTF-8 length of the longest token string of the vocabulary (added tokens included): no
     /// token stands for more bytes of text, so a text of n bytes has at least n / this tokens.
     pub max_token_bytes: usize,
@@ -216,6 +220,7 @@ impl ChatModel {
         eos_ids.dedup();
         let tool_call_start = tokenizer.token_id(chat::TOOL_CALL_START);
         let tool_call_end = tokenizer.token_id(chat::TOOL_CALL_END);
+        let tool_format = if tool_call_start.is_some() && tool_call_end.is_some() { ToolFormat::Markers } else { ToolFormat::Json };
         let max_token_bytes = tokenizer.inner().get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1);
         let min_tokens_per_message = min_tokens_per_message(&template, &tokenizer);
         let renders_user_text = renders_user_text(&template, &tokenizer);
@@ -227,6 +232,7 @@ impl ChatModel {
             eos_ids,
             tool_call_start,
             tool_call_end,
+            tool_format,
             max_token_bytes,
             min_tokens_per_message,
             renders_user_text,
@@ -253,9 +259,23 @@ impl ChatModel {
     /// The prompt text of a request (the template rendered with a generation prompt).
     pub fn render(&self, request: &Request, unix_seconds: Option<i64>) -> Result<String> {
         request.validate()?;
-        let messages = chat::template_messages(&request.messages, self.template.reads_tool_calls())?;
+        let mut messages = chat::template_messages_for(&request.messages, self.template.reads_tool_calls(), self.tool_format)?;
+        let mut tools = request.tools.as_deref();
+        if self.json_tool_calls(request)? && !self.template.reads_tools() {
+            // The template cannot list the tools: the engine's instructions do (chat::json_calls).
+            chat::json_calls::add_instructions(&mut messages, tools.unwrap_or_default());
+            tools = None;
+        }
         let vars = TemplateVars { special_tokens: self.tokenizer.special_tokens().to_vec(), unix_seconds };
-        self.template.render(&messages, request.tools.as_deref(), true, &vars)
+        self.template.render(&messages, tools, true, &vars)
+    }
+
+    /// Whether this request's answer may hold `{"tool_calls": ...}` calls: a model without
+    /// tool-call tokens, tools declared and not refused by `tool_choice: "none"`.
+    pub fn json_tool_calls(&self, request: &Request) -> Result<bool> {
+        Ok(self.tool_format == ToolFormat::Json
+            && request.tools.as_ref().is_some_and(|t| !t.is_empty())
+            && request.tool_choice()? != ToolChoice::None)
     }
 
     /// The prompt token ids of a request. A prompt longer than the context is an
@@ -437,6 +457,9 @@ pub struct OutputProcessor {
     stopper: StopMatcher,
     in_tool_call: bool,
     tool_ids: Vec<u32>,
+    /// Finds a `{"tool_calls": ...}` answer (models without tool-call tokens; see
+    /// [`ChatModel::json_tool_calls`]).
+    json_calls: Option<JsonCallScanner>,
     /// Calls naming a declared tool.
     pub calls: Vec<FunctionCall>,
     /// Malformed calls and calls of undeclared tools.
@@ -444,7 +467,7 @@ pub struct OutputProcessor {
 }
 
 impl OutputProcessor {
-    pub fn new(chat: &Arc<ChatModel>, declared: Vec<String>, stop_sequences: &[String], include_stop_sequences: bool) -> Self {
+    pub fn new(chat: &Arc<ChatModel>, declared: Vec<String>, stop_sequences: &[String], include_stop_sequences: bool, json_calls: bool) -> Self {
         OutputProcessor {
             chat: Arc::clone(chat),
             declared,
@@ -452,6 +475,7 @@ impl OutputProcessor {
             stopper: StopMatcher { stops: stop_sequences.to_vec(), include: include_stop_sequences, pending: String::new() },
             in_tool_call: false,
             tool_ids: Vec::new(),
+            json_calls: json_calls.then(JsonCallScanner::new),
             calls: Vec::new(),
             errors: Vec::new(),
         }
@@ -490,9 +514,33 @@ impl OutputProcessor {
             self.tool_ids.clear();
             return Ok(Step { text: String::new(), in_tool_call: true, finish: None });
         }
-        let piece = self.decoder.push(&chat.tokenizer, id)?;
+        let mut piece = self.decoder.push(&chat.tokenizer, id)?;
+        let mut in_tool_call = false;
+        if let Some(scanner) = &mut self.json_calls {
+            let scanned = scanner.push(&piece);
+            if let Some(block) = scanned.call {
+                self.check_json_block(&block);
+            }
+            piece = scanned.text;
+            in_tool_call = scanned.in_call;
+        }
         let (text, matched) = self.stopper.push(&piece);
-        Ok(Step { text, in_tool_call: false, finish: matched.then_some(FinishReason::StopSequence) })
+        Ok(Step { text, in_tool_call, finish: matched.then_some(FinishReason::StopSequence) })
+    }
+
+    /// Parses a closed `{"tool_calls": [...]}` block into calls and errors.
+    fn check_json_block(&mut self, block: &str) {
+        match chat::json_calls::call_list(block) {
+            Ok(list) => {
+                let out = chat::parse_and_check(&list, &self.declared);
+                self.calls.extend(out.calls);
+                self.errors.extend(out.errors);
+            }
+            Err(e) => {
+                let shown: String = block.chars().take(200).collect();
+                self.errors.push(format!("malformed tool call: {e}: `{shown}`"));
+            }
+        }
     }
 
     /// Ends the output: releases held text (unless a stop sequence matches in it: then the
@@ -501,7 +549,21 @@ impl OutputProcessor {
         if self.in_tool_call {
             self.close_call(false)?;
         }
-        let tail = self.decoder.finish(&self.chat.tokenizer)?;
+        let mut tail = self.decoder.finish(&self.chat.tokenizer)?;
+        if let Some(mut scanner) = self.json_calls.take() {
+            let scanned = scanner.push(&tail);
+            if let Some(block) = scanned.call {
+                self.check_json_block(&block);
+            }
+            tail = scanned.text;
+            match scanner.finish() {
+                Ok(held) => tail.push_str(&held),
+                Err(open) => {
+                    let shown: String = open.chars().take(200).collect();
+                    self.errors.push(format!("tool call never closed (its JSON object is incomplete): `{shown}`"));
+                }
+            }
+        }
         let (mut text, matched) = self.stopper.push(&tail);
         if !matched {
             text.push_str(&self.stopper.finish());
@@ -721,7 +783,8 @@ impl Session {
         response.reused_tokens = reused;
         response.prefill_tokens = prompt.len() - reused;
 
-        let output = OutputProcessor::new(&chat, declared, &opts.stop_sequences, opts.include_stop_sequences);
+        let json_calls = chat.json_tool_calls(request)?;
+        let output = OutputProcessor::new(&chat, declared, &opts.stop_sequences, opts.include_stop_sequences, json_calls);
         Ok(Completion {
             id: self.completions,
             sampler: Sampler::new(opts.sampling.clone()),

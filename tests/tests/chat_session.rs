@@ -511,7 +511,7 @@ fn tool_calls_are_parsed_from_the_output_stream() {
         let ids = tok.encode(text).unwrap();
         let declared = declared.iter().map(|s| s.to_string()).collect();
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut p = OutputProcessor::new(&chat, declared, &stops, false);
+        let mut p = OutputProcessor::new(&chat, declared, &stops, false, false);
         let mut out = String::new();
         let mut flags = Vec::new();
         let mut finish = None;

@@ -3,9 +3,11 @@
 //! - [`template`]: the Jinja template rendered as transformers renders it.
 //! - [`pyfmt`]: Python's `json.dumps` / `str` for the template's `tojson` and output.
 //! - [`tool_calls`]: the parser of LFM2's Pythonic and JSON tool calls.
+//! - [`json_calls`]: the JSON tool-call convention for models without tool-call tokens.
 //! - [`template_messages`]: request messages as the template sees them.
 //! - [`LFM2_TEMPLATE`]: the template used when a model file has none (LFM2's own, verbatim).
 
+pub mod json_calls;
 pub mod pyfmt;
 pub mod template;
 pub mod tool_calls;
@@ -27,13 +29,29 @@ pub const LFM2_TEMPLATE: &str = include_str!("lfm2.jinja");
 pub const TOOL_CALL_START: &str = "<|tool_call_start|>";
 pub const TOOL_CALL_END: &str = "<|tool_call_end|>";
 
+/// How a model writes tool calls in its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Between the `<|tool_call_start|>` / `<|tool_call_end|>` tokens (LFM2).
+    Markers,
+    /// A `{"tool_calls": [...]}` JSON answer, for models without those tokens ([`json_calls`]).
+    Json,
+}
+
+/// [`template_messages_for`] a model with LFM2's tool-call markers.
+pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) -> Result<Vec<Value>> {
+    template_messages_for(messages, template_reads_tool_calls, ToolFormat::Markers)
+}
+
 /// The messages a template is given for `messages`, as transformers would receive them from
 /// an app: null fields dropped; tool calls in the OpenAI form with object arguments; reasoning
 /// aliased as transformers does (`thinking`, `reasoning_content`). When the template never reads
-/// `tool_calls` (LFM2's original template), an assistant turn's calls are written at the start
-/// of its content as LFM2 itself emits them (`<|tool_call_start|>[f(a=1)]<|tool_call_end|>`), so
-/// the history keeps them.
-pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) -> Result<Vec<Value>> {
+/// `tool_calls` (LFM2's original template, most templates without tool support), an assistant
+/// turn's calls are written at the start of its content as the model itself emits them, so the
+/// history keeps them: `<|tool_call_start|>[f(a=1)]<|tool_call_end|>` ([`ToolFormat::Markers`])
+/// or `{"tool_calls": [...]}` ([`ToolFormat::Json`]; `tool` messages then become `user` messages
+/// carrying `{"tool_response": ...}`, see [`json_calls`]).
+pub fn template_messages_for(messages: &[Message], template_reads_tool_calls: bool, format: ToolFormat) -> Result<Vec<Value>> {
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let mut obj = Map::new();
@@ -55,7 +73,10 @@ pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) 
             if template_reads_tool_calls {
                 obj.insert("tool_calls".into(), Value::Array(calls));
             } else if !calls.is_empty() {
-                let prefix = tool_calls::render_pythonic_calls(&calls, TOOL_CALL_START, TOOL_CALL_END);
+                let prefix = match format {
+                    ToolFormat::Markers => tool_calls::render_pythonic_calls(&calls, TOOL_CALL_START, TOOL_CALL_END),
+                    ToolFormat::Json => json_calls::calls_content(&calls),
+                };
                 let content = match obj.get("content") {
                     None => String::new(),
                     Some(Value::String(s)) => s.clone(),
@@ -65,8 +86,13 @@ pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) 
                         )))
                     }
                 };
-                obj.insert("content".into(), Value::String(prefix + &content));
+                let sep = if format == ToolFormat::Json && !content.is_empty() { "\n" } else { "" };
+                obj.insert("content".into(), Value::String(prefix + sep + &content));
             }
+        }
+        if format == ToolFormat::Json && !template_reads_tool_calls && m.role == "tool" {
+            out.push(json_calls::tool_response_message(&obj));
+            continue;
         }
         out.push(alias_reasoning(obj));
     }
@@ -112,6 +138,16 @@ mod tests {
         );
         let without = template_messages(&m, false).unwrap();
         assert_eq!(without[1], json!({"role": "assistant", "content": "<|tool_call_start|>[f(a=1)]<|tool_call_end|>"}));
+        // Without tool-call tokens: the JSON convention, and tool results as user messages.
+        let mut m = m;
+        m.push(msg(json!({"role": "tool", "name": "f", "content": "42"})));
+        let json_form = template_messages_for(&m, false, ToolFormat::Json).unwrap();
+        assert_eq!(json_form[1], json!({"role": "assistant", "content": "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"a\": 1}}]}"}));
+        assert_eq!(json_form[3], json!({"role": "user", "content": "{\"tool_response\": {\"name\": \"f\", \"content\": \"42\"}}"}));
+        // A template that reads tool_calls gets them, and its tool messages, as they are.
+        let read = template_messages_for(&m, true, ToolFormat::Json).unwrap();
+        assert_eq!(read[1], with[1]);
+        assert_eq!(read[3], json!({"role": "tool", "name": "f", "content": "42"}));
     }
 
     #[test]

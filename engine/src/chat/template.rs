@@ -262,6 +262,13 @@ impl ChatTemplate {
         self.source.contains("tool_calls")
     }
 
+    /// True when the template reads `tools` (lists the declared tools itself; otherwise a
+    /// model without tool-call tokens gets the engine's instructions, see
+    /// [`super::json_calls`]).
+    pub fn reads_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
     /// Renders `messages` (JSON objects) and `tools` (`None` renders as Python's None).
     pub fn render(
         &self,

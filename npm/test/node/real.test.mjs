@@ -111,15 +111,18 @@ describe('a real model (SmolLM2-135M-Instruct)', { skip }, () => {
     fresh.free();
   });
 
-  test('its template has no tool syntax: forcing a tool call is a clear input error, not a guess', async () => {
+  test('its template has no tool syntax: a forced call uses the JSON convention and equals native', async () => {
     const request = {
-      messages: [{ role: 'user', content: 'Weather in Paris?' }],
-      tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }],
+      messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+      tools: [{ type: 'function', function: { name: 'get_weather', description: 'Current weather of a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }],
       tool_choice: { type: 'function', function: { name: 'get_weather' } },
-      options: { temperature: 0, max_tokens: 16 },
+      options: { temperature: 0, max_tokens: 40 },
     };
+    const want = native(INT8, request);
+    assert.deepEqual(want.response.function_calls, [{ name: 'get_weather', arguments: { city: 'Paris' } }], JSON.stringify(want.response));
+    assert.equal(want.response.finish_reason, 'tool_calls');
     const session = int8.session();
-    await assert.rejects(session.complete(request), (e) => e.code === 'input' && /tool_call_start/.test(e.message));
+    assertSame(await wasm(session, request), want, 'forced tool call');
     session.free();
   });
 });
