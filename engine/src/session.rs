@@ -514,33 +514,29 @@ impl OutputProcessor {
             self.tool_ids.clear();
             return Ok(Step { text: String::new(), in_tool_call: true, finish: None });
         }
-        let mut piece = self.decoder.push(&chat.tokenizer, id)?;
-        let mut in_tool_call = false;
-        if let Some(scanner) = &mut self.json_calls {
-            let scanned = scanner.push(&piece);
-            if let Some(block) = scanned.call {
-                self.check_json_block(&block);
-            }
-            piece = scanned.text;
-            in_tool_call = scanned.in_call;
-        }
+        let piece = self.decoder.push(&chat.tokenizer, id)?;
+        let (piece, in_tool_call) = self.scan_json_calls(piece);
         let (text, matched) = self.stopper.push(&piece);
         Ok(Step { text, in_tool_call, finish: matched.then_some(FinishReason::StopSequence) })
     }
 
-    /// Parses a closed `{"tool_calls": [...]}` block into calls and errors.
-    fn check_json_block(&mut self, block: &str) {
-        match chat::json_calls::call_list(block) {
-            Ok(list) => {
-                let out = chat::parse_and_check(&list, &self.declared);
-                self.calls.extend(out.calls);
-                self.errors.extend(out.errors);
-            }
-            Err(e) => {
-                let shown: String = block.chars().take(200).collect();
-                self.errors.push(format!("malformed tool call: {e}: `{shown}`"));
+    /// Passes decoded text through the `{"tool_calls": ...}` scanner, if the request has one:
+    /// the text to pass on, and whether the piece belongs to a call block (parsed into calls
+    /// and errors when it closes).
+    fn scan_json_calls(&mut self, piece: String) -> (String, bool) {
+        let Some(scanner) = &mut self.json_calls else { return (piece, false) };
+        let scanned = scanner.push(&piece);
+        if let Some(block) = scanned.call {
+            match chat::json_calls::call_list(&block) {
+                Ok(list) => {
+                    let out = chat::parse_and_check(&list, &self.declared);
+                    self.calls.extend(out.calls);
+                    self.errors.extend(out.errors);
+                }
+                Err(e) => self.errors.push(format!("malformed tool call: {e}: `{}`", chat::json_calls::shorten(&block))),
             }
         }
+        (scanned.text, scanned.in_call)
     }
 
     /// Ends the output: releases held text (unless a stop sequence matches in it: then the
@@ -549,19 +545,15 @@ impl OutputProcessor {
         if self.in_tool_call {
             self.close_call(false)?;
         }
-        let mut tail = self.decoder.finish(&self.chat.tokenizer)?;
+        let tail = self.decoder.finish(&self.chat.tokenizer)?;
+        let (mut tail, _) = self.scan_json_calls(tail);
         if let Some(mut scanner) = self.json_calls.take() {
-            let scanned = scanner.push(&tail);
-            if let Some(block) = scanned.call {
-                self.check_json_block(&block);
-            }
-            tail = scanned.text;
             match scanner.finish() {
                 Ok(held) => tail.push_str(&held),
-                Err(open) => {
-                    let shown: String = open.chars().take(200).collect();
-                    self.errors.push(format!("tool call never closed (its JSON object is incomplete): `{shown}`"));
-                }
+                Err(open) => self.errors.push(format!(
+                    "tool call never closed (its JSON object is incomplete): `{}`",
+                    chat::json_calls::shorten(&open)
+                )),
             }
         }
         let (mut text, matched) = self.stopper.push(&tail);

@@ -231,6 +231,15 @@ impl JsonCallScanner {
     }
 }
 
+/// `text` for an error message: at most 200 characters, `...` when cut.
+pub fn shorten(text: &str) -> String {
+    let mut shown: String = text.chars().take(200).collect();
+    if shown.len() < text.len() {
+        shown.push_str("...");
+    }
+    shown
+}
+
 /// The calls of a closed block, in the text form [`super::tool_calls::parse_tool_calls`] reads
 /// (`[{"name": ..., "arguments": ...}, ...]`), or why the block is not a call list.
 pub fn call_list(block: &str) -> Result<String, String> {

@@ -633,9 +633,7 @@ pub fn parse_and_check(text: &str, declared: &[String]) -> ToolCallOutcome {
             }
         }
         Err(e) => {
-            let shown: String = text.chars().take(200).collect();
-            let more = if text.chars().count() > 200 { "..." } else { "" };
-            out.errors.push(format!("malformed tool call: {e}: `{shown}{more}`"));
+            out.errors.push(format!("malformed tool call: {e}: `{}`", super::json_calls::shorten(text)));
         }
     }
     out

