@@ -193,21 +193,23 @@ impl JsonCallScanner {
                     }
                     Some(true) => {
                         self.state = State::Call;
-                        self.after_call_piece()
+                        self.after_call_piece(piece)
                     }
                 }
             }
             State::Call => {
                 self.held.push_str(piece);
-                self.after_call_piece()
+                self.after_call_piece(piece)
             }
         }
     }
 
-    /// In a call block: ends it when its object is complete (text after it is passed on).
-    fn after_call_piece(&mut self) -> Scanned {
-        // Only a closing brace can complete the object: skip the parse otherwise.
-        if !self.held.trim_end().ends_with('}') {
+    /// In a call block, after `piece` was added: ends it when its object is complete (text
+    /// after it is passed on).
+    fn after_call_piece(&mut self, piece: &str) -> Scanned {
+        // Only a closing brace can complete the object (possibly with more text in the same
+        // piece, `}.`): without one in the new piece, skip the parse.
+        if !piece.contains('}') {
             return Scanned { in_call: true, ..Scanned::default() };
         }
         match complete_value_len(&self.held) {
@@ -254,6 +256,52 @@ pub fn call_list(block: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any answer, cut into any pieces, never panics and loses nothing: the text passed on,
+        /// the call blocks and what finish() returns are the answer, in order.
+        #[test]
+        fn nothing_is_lost_or_panics(pieces in proptest::collection::vec("[ {}\\[\\]\"a-z_:,0-9é🌵]{0,12}", 0..12)) {
+            let mut s = JsonCallScanner::new();
+            let mut seen = String::new();
+            for p in &pieces {
+                let out = s.push(p);
+                if let Some(call) = out.call {
+                    prop_assert!(call.trim_start().starts_with('{'), "a call block starts with a brace: {:?}", call);
+                    seen.push_str(&call);
+                }
+                seen.push_str(&out.text);
+            }
+            match s.finish() {
+                Ok(held) | Err(held) => seen.push_str(&held),
+            }
+            prop_assert_eq!(seen, pieces.concat());
+        }
+
+        /// A call block cut anywhere (on character boundaries) is found whole.
+        #[test]
+        fn call_blocks_cut_anywhere_are_found(cuts in proptest::collection::vec(0usize..80, 0..8), tail in "[ a-z]{0,5}") {
+            let block = r#" { "tool_calls": [{"name": "f", "arguments": {"q": "}{ é"}}]}"#;
+            let answer = format!("{block}{tail}");
+            let mut bounds: Vec<usize> = cuts.into_iter().filter(|&c| answer.is_char_boundary(c) && c < answer.len()).collect();
+            bounds.extend([0, answer.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let mut s = JsonCallScanner::new();
+            let (mut calls, mut text) = (Vec::new(), String::new());
+            for w in bounds.windows(2) {
+                let out = s.push(&answer[w[0]..w[1]]);
+                calls.extend(out.call);
+                text.push_str(&out.text);
+            }
+            text.push_str(&s.finish().unwrap());
+            prop_assert_eq!(calls, vec![block.to_string()]);
+            prop_assert_eq!(text, tail);
+        }
+    }
 
     fn scan(pieces: &[&str]) -> (String, Vec<String>, Result<String, String>) {
         let mut s = JsonCallScanner::new();
