@@ -37,8 +37,14 @@ for t in "${targets[@]}"; do [ -x "$build/bin/$t" ] || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
   cmake=$(command -v cmake || true)
   if [ -z "$cmake" ]; then
-    [ -x "$(dirname "$PYTHON")/cmake" ] || "$PYTHON" -m pip install --quiet cmake >&2
-    cmake=$(dirname "$PYTHON")/cmake
+    # cmake from its wheel, in a venv of our own (PYTHON may be a bare name or a pyenv shim,
+    # whose scripts folder is not next to it).
+    tools=$LLAMACPP_DIR/tools-venv
+    if [ ! -x "$tools/bin/cmake" ]; then
+      "$PYTHON" -m venv "$tools" >&2
+      "$tools/bin/python" -m pip install --quiet cmake >&2
+    fi
+    cmake=$tools/bin/cmake
   fi
   log "building ${missing[*]} in $build"
   "$cmake" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \

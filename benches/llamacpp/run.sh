@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The LFM2-8B-A1B-shaped benchmark beside llama.cpp, in one run (issue #8):
+# Saguaro beside llama.cpp on the same GGUF, in one run (issue #8; any GGUF with --gguf, issue #13):
 #  1. builds llama.cpp's llama-bench if missing (benches/llamacpp/build.sh: the llama-cpp-python
 #     0.3.36 sdist through pip, which vendors llama.cpp 0c1e57098 with the `lfm2moe` architecture);
-#  2. writes the random-weight 8B-A1B-shaped Q4_0 GGUF if missing (make_moe_gguf.py, ~4.7 GB);
-#  3. converts that same GGUF to a Saguaro int4 .cact (`saguaro convert --quant int4`);
+#  2. writes the random-weight 8B-A1B-shaped Q4_0 GGUF if missing (make_moe_gguf.py, ~4.7 GB),
+#     unless --gguf names a file (e.g. SmolLM2's real Q4_1 GGUF: scripts/get-model.sh smollm2);
+#  3. converts that same GGUF to a Saguaro .cact (`saguaro convert --quant Q`, default int4);
 #  4. llama-bench: decode (tg) of N tokens on 1 and 2 threads from an empty context and after a
 #     P-token context, and prefill (pp) of P tokens on 2 threads;
 #  5. saguaro bench: prefill P tokens on 2 threads then decode N tokens on 1 thread, and again
@@ -11,7 +12,8 @@
 #  6. prints a markdown table and appends it (date, CPU, llama.cpp version, method) to
 #     benches/RESULTS.md.
 #
-# Usage: benches/llamacpp/run.sh [--prefill P] [--decode N] [--reps R] [--no-record]
+# Usage: benches/llamacpp/run.sh [--gguf FILE] [--quant int4|int8] [--prefill P] [--decode N]
+#                                [--reps R] [--no-record]
 # Environment: LLAMACPP_DIR (default /work/llamacpp: the sdist and its source), LLAMACPP_BUILD
 # (default $LLAMACPP_DIR/build; llama.cpp's own libraries are linked in statically, so only
 # $LLAMACPP_BUILD/bin/llama-bench is needed afterwards), MODELS_DIR (default benches/models,
@@ -22,9 +24,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-prefill=512 decode=100 reps=5 record=1
+prefill=512 decode=100 reps=5 record=1 gguf="" quant=int4
 while [ $# -gt 0 ]; do
   case "$1" in
+    --gguf) gguf=$2; shift 2 ;;
+    --quant) quant=$2; shift 2 ;;
     --prefill) prefill=$2; shift 2 ;;
     --decode) decode=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
@@ -39,8 +43,14 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 build=${LLAMACPP_BUILD:-$LLAMACPP_DIR/build}
 models=${MODELS_DIR:-benches/models}
-gguf=$models/lfm2-8b-a1b-q4_0.gguf
-cact=$models/lfm2-8b-a1b-q4_0-int4.cact
+if [ -z "$gguf" ]; then
+  synthetic=1
+  gguf=$models/lfm2-8b-a1b-q4_0.gguf
+else
+  synthetic=0
+  [ -f "$gguf" ] || { echo "no such GGUF: $gguf" >&2; exit 2; }
+fi
+cact=$models/$(basename "$gguf" .gguf)-$quant.cact
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 log() { echo "[llamacpp-bench] $*" >&2; }
@@ -52,7 +62,7 @@ src=$(ls -d "$LLAMACPP_DIR"/llama_cpp_python-*/vendor/llama.cpp | head -n 1)
 
 # 2. The GGUF.
 mkdir -p "$models"
-if [ ! -f "$gguf" ]; then
+if [ "$synthetic" = 1 ] && [ ! -f "$gguf" ]; then
   log "writing $gguf"
   "$PYTHON" benches/llamacpp/make_moe_gguf.py "$gguf" >&2
 fi
@@ -66,7 +76,7 @@ else
 fi
 if [ ! -f "$cact" ] || [ "$gguf" -nt "$cact" ]; then
   log "converting $gguf to $cact"
-  /usr/bin/time -f "%e s, max RSS %M KB" -o "$logs/convert.time" "$bin" convert "$gguf" -o "$cact" --quant int4 --quiet
+  /usr/bin/time -f "%e s, max RSS %M KB" -o "$logs/convert.time" "$bin" convert "$gguf" -o "$cact" --quant "$quant" --quiet
   log "convert: $(cat "$logs/convert.time")"
 fi
 
@@ -128,13 +138,14 @@ busy1=$(cpu_busy) t1=$(date +%s.%N)
 fstype=$(stat -f -c %T "$models")
 other=$(awk -v b0="$busy0" -v b1="$busy1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
   'BEGIN {printf "%.1f %.1f", (b1 - b0) / hz, t1 - t0}')
-"$PYTHON" - "$logs" "$record" "$gguf" "$cact" "$src" "$prefill" "$decode" "$reps" "$fstype" $other <<'PY'
+"$PYTHON" - "$logs" "$record" "$gguf" "$cact" "$src" "$prefill" "$decode" "$reps" "$fstype" $other "$synthetic" "$quant" <<'PY'
 import datetime, json, os, platform, subprocess, sys
 
 logs, record, gguf, cact, src = sys.argv[1:6]
 prefill, decode, reps = map(int, sys.argv[6:9])
 fstype = sys.argv[9]
 busy_s, wall_s = float(sys.argv[10]), float(sys.argv[11])
+synthetic, quant = sys.argv[12] == "1", sys.argv[13]
 record = record == "1"
 
 def read(tag):
@@ -200,8 +211,11 @@ td1, td1_v = lc_find(1, 0, decode, prefill)
 td2, td2_v = lc_find(2, 0, decode, prefill)
 pp2, _ = lc_find(2, prefill, 0, 0)
 lc_name = f"llama.cpp {commit}"
-rows.append(f"| {lc_name} | Q4_0 GGUF | 1 | - | {tg1} | {td1} | {lc_peak_tg:.0f} | {lc_anon_tg:.0f} |")
-rows.append(f"| {lc_name} | Q4_0 GGUF | 2 | {pp2} | {tg2} | {td2} | {max(lc_peak_tg, lc_peak_pp):.0f} | {max(lc_anon_tg, lc_anon_pp):.0f} |")
+# llama-bench names the model's type, e.g. "llama 135M Q4_1 - Medium"; its last word(s) are the
+# weight type.
+lc_weights = (r0.get("model_type", "").split(" ", 2)[-1] or "?") + " GGUF"
+rows.append(f"| {lc_name} | {lc_weights} | 1 | - | {tg1} | {td1} | {lc_peak_tg:.0f} | {lc_anon_tg:.0f} |")
+rows.append(f"| {lc_name} | {lc_weights} | 2 | {pp2} | {tg2} | {td2} | {max(lc_peak_tg, lc_peak_pp):.0f} | {max(lc_anon_tg, lc_anon_pp):.0f} |")
 sg_decode = {}
 for t in (1, 2):
     runs = sg[t]
@@ -212,7 +226,7 @@ for t in (1, 2):
     peak = max([m[0] for m in mems] + [r["peak_rss_mb"] for r in runs])
     anon = max([m[1] for m in mems] + [r["rss_anon_mb"] for r in runs])
     rows.append(
-        f"| saguaro ({runs[0]['kernels']}) | int4 .cact | {t} | {pm:.0f} ± {ps:.0f} | - "
+        f"| saguaro ({runs[0]['kernels']}) | {quant} .cact | {t} | {pm:.0f} ± {ps:.0f} | - "
         f"| {dm:.1f} ± {ds:.1f} | {peak:.0f} | {anon:.0f} |"
     )
 s1 = sg_decode[1]
@@ -225,15 +239,26 @@ if td2_v:
     ratios.append(f"{s1 / td2_v:.2f}x its 2-thread decode after {prefill} tokens")
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-text = f"""
-## {now}: LFM2-8B-A1B shape, Saguaro beside llama.cpp ({cpu}, {cores} cores, {isa}, {platform.system()} {platform.release()})
-
-One random-weight LFM2-8B-A1B-shaped model (8.3 B parameters, 32 experts top-4, 24 layers) for
+if synthetic:
+    title = "LFM2-8B-A1B shape"
+    about = f"""One random-weight LFM2-8B-A1B-shaped model (8.3 B parameters, 32 experts top-4, 24 layers) for
 both engines: `benches/llamacpp/make_moe_gguf.py` writes it as a GGUF (`lfm2moe`, every matrix
 Q4_0 including the tied embedding; router, expert bias, norms and conv taps F32; {gb(os.path.getsize(gguf))}) and
 `saguaro convert --quant int4` turns that same file into the .cact ({gb(os.path.getsize(cact))}; Q4_0 is
 dequantized and requantized to Saguaro's int4, both 32-weight groups with an f16 scale).
-`benches/llamacpp/run.sh` made this table in one run.
+`benches/llamacpp/run.sh` made this table in one run."""
+    ids_note = "On these random weights greedy\n  decoding repeats the prompt's last token, where llama-bench feeds random ids."
+else:
+    title = f"{os.path.basename(gguf)} ({r0.get('model_type', '?')})"
+    about = f"""The same GGUF for both engines: llama.cpp reads `{os.path.basename(gguf)}` ({gb(os.path.getsize(gguf))}) and
+`saguaro convert --quant {quant}` turns that file into the .cact ({gb(os.path.getsize(cact))}; the GGUF's blocks
+are dequantized and requantized to Saguaro's {quant}, 32-weight groups with an f16 scale).
+`benches/llamacpp/run.sh --gguf {os.path.basename(gguf)} --quant {quant}` made this table in one run."""
+    ids_note = "Both feed token ids, not text:\n  llama-bench random ids, Saguaro a fixed pseudo-random prompt and then its own greedy tokens."
+text = f"""
+## {now}: {title}, Saguaro beside llama.cpp ({cpu}, {cores} cores, {isa}, {platform.system()} {platform.release()})
+
+{about}
 
 | engine | weights | decode threads | prefill {prefill} tok/s (2 threads) | decode tok/s, empty context | decode tok/s after {prefill} tokens | peak RSS MB | RssAnon MB (max) |
 |---|---|---|---|---|---|---|---|
@@ -242,18 +267,17 @@ dequantized and requantized to Saguaro's int4, both 32-weight groups with an f16
 Saguaro's 1-thread decode ({s1:.1f} tok/s) is {"; ".join(ratios)}.
 
 - llama.cpp: {commit} (vendored in the llama-cpp-python 0.3.36 sdist; ggml {ggml}), built with
-  `-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON`; `llama-bench` with its defaults (mmap, Q4_0
-  repacked for the CPU, flash attention auto, ubatch {r0.get('n_ubatch', '?')}): `-p 0 -n {decode} -t 1,2` (empty
+  `-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON`; `llama-bench` with its defaults (mmap, weights
+  repacked for the CPU where ggml has such a layout (Q4_0 does, Q4_1 not), flash attention auto, ubatch {r0.get('n_ubatch', '?')}): `-p 0 -n {decode} -t 1,2` (empty
   context), the same with `-d {prefill}`, and `-p {prefill} -n 0 -t 2`; mean ± deviation of {reps} repetitions
   ({min(reps, 3)} for `-d`) after a warm-up, random token ids.
 - Saguaro: `saguaro bench --prefill {prefill} --decode {decode} --threads 2 --json`, and with
   `--decode-threads 2`; mean ± deviation of {reps} processes each: a {prefill}-token prompt of fixed
   pseudo-random ids, then {decode} greedy tokens, so its decode runs after {prefill} tokens (the
-  like-for-like llama.cpp column is "after {prefill} tokens"). On these random weights greedy
-  decoding repeats the prompt's last token, where llama-bench feeds random ids.
+  like-for-like llama.cpp column is "after {prefill} tokens"). {ids_note}
 - Memory: peak RSS is the process's maximum resident set (`/usr/bin/time`), RssAnon the
   largest value sampled from /proc every 0.5 s (llama.cpp: per llama-bench invocation). llama.cpp
-  copies the Q4_0 weights it repacks for the CPU into anonymous memory while reading them through
+  copies the weights it repacks for the CPU (Q4_0 here) into anonymous memory while reading them through
   the mmapped file, so its peak counts both; Saguaro computes from the mmapped .cact in place.
 - Machine load: the benchmarks took {wall_s:.0f} s; other processes used {other_s:.1f} CPU-seconds
   meanwhile (busy time in /proc/stat minus the benchmarks' own).

@@ -5,10 +5,14 @@
 //
 // Runs the models in the npm package's wasm build (its logits equal the native CLI's bit for
 // bit, which the test command checks), so all prompts of a model run in one process.
-// Usage (see run.sh): node quant-quality.mjs REF.cact NAME=PATH.cact ...
+// Usage (see run.sh): node quant-quality.mjs [--format chatml|plain] [--prefix JSON_IDS]
+//                      REF.cact NAME=PATH.cact ...
+// --format chatml (default): SmolLM2's ChatML template with its default system prompt; plain:
+// "Question: ...\nAnswer:" for a base model. --prefix: ids put before every prompt (the GGUF's
+// BOS: `saguaro tokenize --prompt ""` prints them), since tokenize() adds none.
 import { Model } from '@saguaro/llm';
 
-/** Chat prompts of many kinds; rendered with the model's ChatML template (SmolLM2's). */
+/** Prompts of many kinds. */
 const PROMPTS = [
   'What is the capital of France?',
   'Explain photosynthesis in one sentence.',
@@ -33,7 +37,10 @@ const PROMPTS = [
 ];
 
 const SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face';
-const render = (user) => `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\n${user}<|im_end|>\n<|im_start|>assistant\n`;
+const RENDER = {
+  chatml: (user) => `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\n${user}<|im_end|>\n<|im_start|>assistant\n`,
+  plain: (user) => `Question: ${user}\nAnswer:`,
+};
 
 function lastRow(model, ids) {
   const all = model.logits(ids);
@@ -57,14 +64,26 @@ function cosine(a, b) {
   return dot / Math.sqrt(na * nb);
 }
 
-const [refPath, ...others] = process.argv.slice(2);
+const args = process.argv.slice(2);
+let format = 'chatml', prefix = [];
+while (args[0]?.startsWith('--')) {
+  const [flag, value] = args.splice(0, 2);
+  if (flag === '--format' && value in RENDER) format = value;
+  else if (flag === '--prefix') prefix = JSON.parse(value);
+  else {
+    console.error(`unknown option ${flag} ${value}`);
+    process.exit(2);
+  }
+}
+const render = RENDER[format];
+const [refPath, ...others] = args;
 if (!refPath || others.length === 0) {
-  console.error('usage: node quant-quality.mjs REF.cact NAME=PATH.cact ...');
+  console.error('usage: node quant-quality.mjs [--format chatml|plain] [--prefix JSON_IDS] REF.cact NAME=PATH.cact ...');
   process.exit(2);
 }
 
 const ref = await Model.load(refPath);
-const prompts = PROMPTS.map((p) => Array.from(ref.tokenize(render(p))));
+const prompts = PROMPTS.map((p) => [...prefix, ...Array.from(ref.tokenize(render(p)))]);
 const refRows = prompts.map((ids) => Float32Array.from(lastRow(ref, ids)));
 ref.free();
 

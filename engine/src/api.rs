@@ -19,7 +19,8 @@
 //! - `tools`: OpenAI-style function schemas or bare `{"name", "description", "parameters"}`. They
 //!   reach the template exactly as given; their names are the ones tool calls are checked against.
 //! - `tool_choice` (OpenAI's): `"auto"` (default: the model decides), `"none"` (the tool-call
-//!   token is masked out), `"required"` (the answer is one or more calls of declared tools) or
+//!   token is masked out), `"required"` (the answer is a call of a declared tool; several calls
+//!   only with `"parallel_tool_calls": true`) or
 //!   `{"type": "function", "function": {"name": "f"}}` (the answer is one call of `f`); forced
 //!   calls have arguments valid against the tool's `parameters` ([`crate::constrain`]).
 //! - `options`: see [`Options`] (each default and where it comes from: [`Options::resolve`]).
@@ -169,6 +170,12 @@ pub struct Request {
     /// (see [`ToolChoice`]); absent or null = auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// OpenAI's `parallel_tool_calls`: whether a constrained answer (`tool_choice: "required"`,
+    /// or tools beside a `json_schema`) may hold more than one call. Default false, as in
+    /// llama.cpp's server: a small model offered "one or more" calls tends to repeat its call
+    /// until `max_tokens` (SmolLM2-135M did). Unconstrained answers are never cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub options: Options,
 }

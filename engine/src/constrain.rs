@@ -31,9 +31,9 @@
 //! - `tool_choice` forcing a call (`"required"`, or a named function): the answer is
 //!   `<|tool_call_start|>[{"name": "f", "arguments": {...}}]<|tool_call_end|>` (a model without
 //!   those tokens: `{"tool_calls": [{"name": "f", "arguments": {...}}]}`, the JSON convention of
-//!   [`crate::chat::json_calls`]), the arguments
-//!   valid against the tool's `parameters` (a named function: exactly one call; `required`: one
-//!   or more calls of any declared tools). This is LFM2's JSON tool-call form, which
+//!   [`crate::chat::json_calls`]), the arguments valid against the tool's `parameters` (a named
+//!   function: exactly one call; `required`: one call of any declared tool, or one or more with
+//!   `parallel_tool_calls: true`). This is LFM2's JSON tool-call form, which
 //!   [`crate::chat::tool_calls`] parses like the Pythonic one; JSON is chosen over the
 //!   Pythonic `[f(a=1)]` because every keyword of a `parameters` schema (nested objects,
 //!   `additionalProperties`, `anyOf`, `$ref`) maps onto it exactly, where Python keyword
@@ -440,13 +440,14 @@ pub fn for_request(vocab: impl FnOnce() -> Result<Arc<ConstraintVocab>>, request
         let list = if many { "call (\", \" call)*" } else { "call" };
         Ok(format!("tools: {open} {list} {close}\ncall: {}\n{rules}", alts.join(" | ")))
     };
+    let parallel = request.parallel_tool_calls.unwrap_or(false);
     let lark = match (&choice, forced, schema) {
         (ToolChoice::Function(_), Some(names), _) => format!("start: tools\n{}", tool_rule(&names, false)?),
-        (_, Some(names), _) => format!("start: tools\n{}", tool_rule(&names, true)?),
+        (_, Some(names), _) => format!("start: tools\n{}", tool_rule(&names, parallel)?),
         // Auto with tools: the JSON answer or calls.
         (ToolChoice::Auto, None, Some(schema)) if !declared.is_empty() => {
             let names: Vec<&String> = declared.iter().collect();
-            format!("start: answer | tools\nanswer: {}\n{}", json_rule(schema)?, tool_rule(&names, true)?)
+            format!("start: answer | tools\nanswer: {}\n{}", json_rule(schema)?, tool_rule(&names, parallel)?)
         }
         (_, None, Some(schema)) => format!("start: {}\n", json_rule(schema)?),
         (_, None, None) => return Ok(None),
@@ -647,5 +648,32 @@ mod tests {
             k.commit(id(c)).unwrap_or_else(|e| panic!("`{}` refused: {e}", c as char));
         }
         assert!(k.is_complete());
+    }
+
+    #[test]
+    fn required_allows_a_second_call_only_with_parallel_tool_calls() {
+        let mut words: Vec<Vec<u8>> = (0x20u8..0x7f).map(|b| vec![b]).collect();
+        words.push(b"\xff<eos>".to_vec());
+        let eos = (words.len() - 1) as u32;
+        let v = Arc::new(ConstraintVocab::new(words, &[eos], None, None).unwrap());
+        let id = |c: u8| u32::from(c - 0x20);
+        for parallel in [None, Some(false), Some(true)] {
+            let r: Request = serde_json::from_value(json!({
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "maximum": 9}}, "required": ["a"]}}],
+                "tool_choice": "required", "parallel_tool_calls": parallel
+            }))
+            .unwrap();
+            let declared = r.validate().unwrap();
+            let mut k = for_request(|| Ok(Arc::clone(&v)), &r, &declared, None).unwrap().expect("a grammar");
+            for &c in br#"{"tool_calls": [{"name": "f", "arguments": {"a": 7}}"# {
+                k.commit(id(c)).unwrap_or_else(|e| panic!("`{}` refused: {e}", c as char));
+            }
+            let mut logits = vec![0.0f32; 96];
+            k.apply(&mut logits).unwrap();
+            let allowed: Vec<u8> = (0..95u8).filter(|&i| logits[usize::from(i)].is_finite()).map(|i| i + 0x20).collect();
+            let expected: &[u8] = if parallel == Some(true) { b",]" } else { b"]" };
+            assert_eq!(allowed, expected, "parallel {parallel:?}: {:?}", String::from_utf8_lossy(&allowed));
+        }
     }
 }

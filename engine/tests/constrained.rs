@@ -198,10 +198,18 @@ fn named_tool_choice_forces_one_valid_call() {
 #[test]
 fn required_tool_choice_forces_calls_of_declared_tools() {
     for seed in 0..4 {
-        let request = json!({"messages": [{"role": "user", "content": "Use a tool."}], "tools": tools(), "tool_choice": "required",
-                             "options": {"temperature": 1.0, "min_p": 0.0, "seed": seed, "max_tokens": 400}});
-        let (r, _) = run(&request);
-        check_calls(&r, &["get_weather", "book", "ping"], &format!("required seed {seed}"));
+        // One call unless the request allows parallel calls (then one or more).
+        for parallel in [None, Some(false), Some(true)] {
+            let request = json!({"messages": [{"role": "user", "content": "Use a tool."}], "tools": tools(), "tool_choice": "required",
+                                 "parallel_tool_calls": parallel,
+                                 "options": {"temperature": 1.0, "min_p": 0.0, "seed": seed, "max_tokens": 400}});
+            let (r, _) = run(&request);
+            let what = format!("required seed {seed} parallel {parallel:?}");
+            check_calls(&r, &["get_weather", "book", "ping"], &what);
+            if parallel != Some(true) {
+                assert_eq!(r.function_calls.len(), 1, "{what}");
+            }
+        }
     }
 }
 

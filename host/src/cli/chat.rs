@@ -414,7 +414,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             _ => {}
         }
         messages.push(Message::user(text));
-        let request = Request { messages: messages.clone(), tools: None, tool_choice: None, options: options.clone() };
+        let request = Request { messages: messages.clone(), tools: None, tool_choice: None, parallel_tool_calls: None, options: options.clone() };
         match answer(&mut session, &request) {
             Ok(r) => {
                 let mut reply = Message::assistant(r.response.clone());
@@ -450,7 +450,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let mut session = Session::new(chat).with_hooks(host_hooks());
-    let request = Request { messages, tools: None, tool_choice: None, options };
+    let request = Request { messages, tools: None, tool_choice: None, parallel_tool_calls: None, options };
     if args.json {
         let r = session.complete(&request, |_| true, &AtomicBool::new(false));
         print_line(&r.to_json())?;

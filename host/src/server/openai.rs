@@ -293,6 +293,14 @@ fn chat_fields(body: &Obj, caps: Caps, request: &mut Obj, options: &mut Obj) -> 
     if let Some(t) = tools {
         request.insert("tools".into(), Value::Array(t));
     }
+    // Whether a constrained answer may hold several calls (the engine's default is one).
+    match get(body, "parallel_tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(p @ Value::Bool(_)) => {
+            request.insert("parallel_tool_calls".into(), p.clone());
+        }
+        Some(v) => return Err(ApiError::field("parallel_tool_calls", format!("`parallel_tool_calls` must be a boolean, got {}", kind_of(v)))),
+    }
 
     if let Some(format) = get(body, "response_format") {
         let kind = format.get("type").and_then(Value::as_str);
@@ -708,6 +716,11 @@ mod tests {
         let r = serde_json::to_value(t.request).unwrap();
         assert_eq!(r.get("tool_choice").is_some(), caps.tool_choice);
         assert_eq!(r["options"].get("json_schema").is_some(), caps.json_schema);
+        // parallel_tool_calls reaches the engine's request; a non-boolean is refused.
+        let p = json!({"messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": "required", "parallel_tool_calls": true});
+        assert_eq!(tr(p, Endpoint::Chat, ALL_CAPS).unwrap().request.parallel_tool_calls, Some(true));
+        let bad = json!({"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": "yes"});
+        assert_eq!(chat(bad).unwrap_err().param.as_deref(), Some("parallel_tool_calls"));
     }
 
     #[test]
