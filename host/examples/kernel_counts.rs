@@ -64,8 +64,10 @@ fn run(k: &Kernels, case: &str, reps: usize) {
             let tokens = if case.ends_with("t1") { 1 } else { 16 };
             let shape = QuantShape::new(rows, cols).unwrap();
             let data: Vec<u8> = floats(shape.data_bytes(kind), 1).iter().map(|v| (v * 60.0) as i8 as u8).collect();
-            let scales: Vec<u8> =
-                floats(shape.scale_bytes() / 2, 2).iter().flat_map(|&v| half::f16::from_f32(0.01 + v * 1e-3).to_le_bytes()).collect();
+            let scales: Vec<u8> = floats(shape.scale_bytes() / 2, 2)
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(0.01 + v * 1e-3).to_le_bytes())
+                .collect();
             let w = QuantMatrix { kind, shape, data: &data, scales: &scales };
             let mut acts = QuantActs::default();
             acts.quantize(&Kernels::scalar(), &floats(tokens * cols, 3), cols);
