@@ -84,6 +84,7 @@ mod tests {
         (out, false, rest)
     }
 
+    #[test]
     fn stop_sequences_match_across_pieces() {
         let (out, hit, _) = run(&["END"], false, &["abc E", "N", "Dxyz"]);
         assert!(hit);
