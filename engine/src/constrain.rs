@@ -624,13 +624,17 @@ mod tests {
         assert!(k.commit(1).is_err());
     }
 
-    #[test]
-    fn forced_calls_without_markers_use_the_json_convention() {
-        // One token per printable ASCII byte, then EOS; no tool-call tokens.
+    /// One token per printable ASCII byte (id = byte - 0x20), then EOS; no tool-call tokens.
+    fn ascii_vocab() -> Arc<ConstraintVocab> {
         let mut words: Vec<Vec<u8>> = (0x20u8..0x7f).map(|b| vec![b]).collect();
         words.push(b"\xff<eos>".to_vec());
         let eos = (words.len() - 1) as u32;
-        let v = Arc::new(ConstraintVocab::new(words, &[eos], None, None).unwrap());
+        Arc::new(ConstraintVocab::new(words, &[eos], None, None).unwrap())
+    }
+
+    #[test]
+    fn forced_calls_without_markers_use_the_json_convention() {
+        let v = ascii_vocab();
         let r: Request = serde_json::from_value(json!({
             "messages": [{"role": "user", "content": "x"}],
             "tools": [{"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}],
@@ -652,10 +656,7 @@ mod tests {
 
     #[test]
     fn required_allows_a_second_call_only_with_parallel_tool_calls() {
-        let mut words: Vec<Vec<u8>> = (0x20u8..0x7f).map(|b| vec![b]).collect();
-        words.push(b"\xff<eos>".to_vec());
-        let eos = (words.len() - 1) as u32;
-        let v = Arc::new(ConstraintVocab::new(words, &[eos], None, None).unwrap());
+        let v = ascii_vocab();
         let id = |c: u8| u32::from(c - 0x20);
         for parallel in [None, Some(false), Some(true)] {
             let r: Request = serde_json::from_value(json!({
