@@ -35,7 +35,9 @@ pub struct QuantActs {
     pub tokens: usize,
     /// K rounded up to a multiple of 32.
     pub cols_padded: usize,
-    /// `[T, cols_padded]` int8 values (zero beyond K).
+    /// `[T, cols_padded]` int8 values in [-127, 127], as `quantize_row` makes them (zero
+    /// beyond K). SIMD tiers may rely on the range: the AVX2 GEMM negates activations with
+    /// `vpsignb`, which is exact only above -128.
     pub q: Vec<i8>,
     /// `[T, cols_padded / 32]` f32 scales.
     pub scales: Vec<f32>,

@@ -14,6 +14,12 @@
 //!
 //! Tests (`#[cfg(test)]` below) compare every entry with the scalar kernel bit for bit; they
 //! run under Node's WASI with `scripts/test-wasm-kernels.sh`.
+//!
+//! Why this tier is here and not with the native tiers in `host/src/kernels`: the wasm
+//! builds (npm package, WASI component) compile this crate without the host crate, and wasm
+//! has no run-time feature detection, so the tier is chosen at compile time by
+//! [`super::Kernels::portable`] rather than by the host's `select()` (see
+//! `host/src/kernels/README.md`).
 
 use core::arch::wasm32::*;
 use std::ops::Range;

@@ -13,7 +13,7 @@ mod forward;
 mod state;
 
 pub use forward::LogitsMode;
-pub use state::{KvCache, LayerState, State};
+pub use state::{Checkpoint, KvCache, LayerState, State};
 
 use crate::config::{Activation, Architecture, LayerKind, ModelConfig};
 use crate::convert::{convert, Extras, Quant, TensorNames};

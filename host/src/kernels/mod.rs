@@ -3,12 +3,20 @@
 //! Per-architecture folders (like ggml's) hold the SIMD variants; each exposes its tiers as
 //! [`Tier`]s, best last. [`select`] picks the best tier the CPU supports, or the one named
 //! by `SAGUARO_KERNELS` (for A/B runs and tests). Every tier returns results bit-identical
-//! to the scalar definitions in `saguaro_engine::kernels::scalar` (tested per tier).
+//! to the scalar definitions in `saguaro_engine::kernels::scalar`, tested by one suite
+//! (`tier_tests.rs`) that runs every check for every tier this CPU has. README.md (beside
+//! this file) maps every tier, the driver/microkernel split and the tests; the wasm simd128
+//! tier lives in the engine crate (`saguaro_engine::kernels::simd128`), because the wasm
+//! builds compile the engine alone and choose it at compile time.
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod shapes;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tier_tests;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -77,7 +85,19 @@ pub fn cpu_features() -> Vec<&'static str> {
         macro_rules! probe {
             ($($f:tt),*) => {$( if std::arch::is_x86_feature_detected!($f) { found.push($f); } )*};
         }
-        probe!("sse4.2", "avx", "avx2", "fma", "f16c", "avxvnni", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16");
+        probe!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avxvnni",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16"
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {

@@ -1,4 +1,4 @@
-//! Shape checks, raw views and small NEON helpers shared by the aarch64 tiers.
+//! Small NEON helpers shared by the aarch64 tiers' microkernels.
 //!
 //! Every f32 operation here follows the scalar definitions
 //! (`saguaro_engine::kernels::scalar`) step by step: products and sums are separate
@@ -6,126 +6,34 @@
 
 use std::arch::aarch64::*;
 use std::arch::asm;
-use std::ops::Range;
 
-use saguaro_engine::kernels::{QuantActs, QuantMatrix};
-use saguaro_engine::quant::{QuantKind, QuantShape, GROUP, ROW_BLOCK};
-
-/// Raw views of one quantized matmul call, validated by [`Gemm::new`].
+/// Runs `$chunk!(C, [w0, w1, w2, w3])` for each of the 8 chunks `C` of one group of `r16k4`
+/// weights at `$wg` (chunk = 4 registers of 4 rows x 4 k), in load order: INT8 one 64-byte
+/// load per chunk, 0 to 7; INT4 one 64-byte load per chunk pair, chunk c from the low
+/// nibbles and chunk c + 4 from the high ones (raw nibbles, see [`q4_nibbles`]): 0, 4, 1, 5,
+/// 2, 6, 3, 7. The group's i32 sums are exact, so the order does not change them.
 ///
-/// Invariants (asserted in `new`, relied on by every tile function):
-/// - `data` holds at least `(rb0 + nblocks) * groups * group_bytes` bytes,
-/// - `scales` holds at least `(rb0 + nblocks) * groups * 32` bytes,
-/// - `xq` holds `tokens * cols_padded` i8 with `cols_padded == groups * 32`,
-/// - `xs` holds `tokens * groups` f32,
-/// - `out` holds `tokens * width` f32 with `width = nblocks * 16`.
-pub(super) struct Gemm {
-    pub kind: QuantKind,
-    pub data: *const u8,
-    pub scales: *const u8,
-    pub groups: usize,
-    pub group_bytes: usize,
-    pub cols_padded: usize,
-    pub xq: *const i8,
-    pub xs: *const f32,
-    pub out: *mut f32,
-    pub width: usize,
-    pub tokens: usize,
-    pub rb0: usize,
-    pub nblocks: usize,
-}
-
-impl Gemm {
-    /// Checks the shapes exactly like the scalar kernel (same panics on mismatch), plus the
-    /// buffer lengths the scalar code would find out by indexing.
-    pub fn new(w: &QuantMatrix, acts: &QuantActs, blocks: &Range<usize>, out: &mut [f32]) -> Self {
-        let groups = w.shape.groups();
-        assert_eq!(acts.cols_padded, w.shape.cols_padded, "gemm: activation width mismatch");
-        assert!(blocks.end <= w.shape.row_blocks(), "gemm: row blocks out of range");
-        let nblocks = blocks.len();
-        let width = nblocks * ROW_BLOCK;
-        assert_eq!(out.len(), acts.tokens * width, "gemm: bad output length");
-        assert_eq!(acts.cols_padded, groups * GROUP, "gemm: activation width mismatch");
-        let group_bytes = QuantShape::block_group_bytes(w.kind);
-        let tokens = acts.tokens;
-        if tokens > 0 && nblocks > 0 {
-            let data_need = blocks.end.checked_mul(groups).and_then(|v| v.checked_mul(group_bytes));
-            assert!(data_need.is_some_and(|n| n <= w.data.len()), "gemm: weight data too short");
-            let scale_need = blocks.end.checked_mul(groups).and_then(|v| v.checked_mul(ROW_BLOCK * 2));
-            assert!(scale_need.is_some_and(|n| n <= w.scales.len()), "gemm: weight scales too short");
-            let q_need = tokens.checked_mul(acts.cols_padded);
-            assert!(q_need.is_some_and(|n| n <= acts.q.len()), "gemm: activations too short");
-            assert!(tokens * groups <= acts.scales.len(), "gemm: activation scales too short");
+/// Used inside an `unsafe` block whose caller guarantees the group's bytes (512 for INT8,
+/// 256 for INT4) readable at `$wg`; the caller imports `CHUNK_BYTES`, the NEON intrinsics
+/// and `q4_nibbles`, and defines `$chunk`.
+macro_rules! for_each_chunk {
+    ($q4:expr, $wg:expr, $chunk:ident) => {
+        if !$q4 {
+            for_each_chunk!(@q8 $wg, $chunk, 0, 1, 2, 3, 4, 5, 6, 7);
+        } else {
+            for_each_chunk!(@q4 $wg, $chunk, 0, 1, 2, 3);
         }
-        Gemm {
-            kind: w.kind,
-            data: w.data.as_ptr(),
-            scales: w.scales.as_ptr(),
-            groups,
-            group_bytes,
-            cols_padded: acts.cols_padded,
-            xq: acts.q.as_ptr(),
-            xs: acts.scales.as_ptr(),
-            out: out.as_mut_ptr(),
-            width,
-            tokens,
-            rb0: blocks.start,
-            nblocks,
-        }
-    }
-
-    /// Quantized data of row block `rb0 + bi`, group 0 (`groups * group_bytes` bytes).
-    ///
-    /// # Safety
-    /// `bi < nblocks`.
-    #[inline(always)]
-    pub unsafe fn wdata(&self, bi: usize) -> *const u8 {
-        // SAFETY: in bounds by the invariants of `new` and `bi < nblocks`.
-        unsafe { self.data.add((self.rb0 + bi) * self.groups * self.group_bytes) }
-    }
-
-    /// f16 scales of row block `rb0 + bi`, group 0 (`groups * 32` bytes).
-    ///
-    /// # Safety
-    /// `bi < nblocks`.
-    #[inline(always)]
-    pub unsafe fn wscales(&self, bi: usize) -> *const u8 {
-        // SAFETY: in bounds by the invariants of `new` and `bi < nblocks`.
-        unsafe { self.scales.add((self.rb0 + bi) * self.groups * ROW_BLOCK * 2) }
-    }
-
-    /// Quantized activations of token `t` (`cols_padded` bytes).
-    ///
-    /// # Safety
-    /// `t < tokens`.
-    #[inline(always)]
-    pub unsafe fn x(&self, t: usize) -> *const i8 {
-        // SAFETY: in bounds by the invariants of `new` and `t < tokens`.
-        unsafe { self.xq.add(t * self.cols_padded) }
-    }
-
-    /// Activation scales of token `t` (`groups` f32).
-    ///
-    /// # Safety
-    /// `t < tokens`.
-    #[inline(always)]
-    pub unsafe fn xscales(&self, t: usize) -> *const f32 {
-        // SAFETY: in bounds by the invariants of `new` and `t < tokens`.
-        unsafe { self.xs.add(t * self.groups) }
-    }
-
-    /// Stores the 16 accumulators of token `t`, row block `bi`.
-    ///
-    /// # Safety
-    /// `t < tokens`, `bi < nblocks`.
-    #[inline(always)]
-    pub unsafe fn store(&self, t: usize, bi: usize, acc: &[float32x4_t; 4]) {
-        // SAFETY: `t * width + bi * 16 + 16 <= tokens * width` by the invariants of `new`;
-        // `vst1q_f32_x4` has no alignment requirement beyond f32's.
-        unsafe {
-            vst1q_f32_x4(self.out.add(t * self.width + bi * ROW_BLOCK), float32x4x4_t(acc[0], acc[1], acc[2], acc[3]))
-        }
-    }
+    };
+    (@q8 $wg:expr, $chunk:ident, $($c:literal),*) => {$({
+        let v = vld1q_s8_x4($wg.add($c * CHUNK_BYTES) as *const i8);
+        $chunk!($c, [v.0, v.1, v.2, v.3]);
+    })*};
+    (@q4 $wg:expr, $chunk:ident, $($c:literal),*) => {$({
+        let v = vld1q_u8_x4($wg.add($c * CHUNK_BYTES));
+        let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
+        $chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
+        $chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
+    })*};
 }
 
 /// Widens 16 little-endian f16 values (32 bytes at `p`) to f32 with `fcvtl` (exact; NaNs are

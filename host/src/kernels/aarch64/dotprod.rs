@@ -13,10 +13,11 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
+use saguaro_engine::kernels::Kernels;
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32, Gemm};
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32};
+use super::driver::{self, for_token_pairs, Gemm, QuantTier};
 
 pub const NAME: &str = "dotprod";
 
@@ -30,39 +31,35 @@ pub fn kernels() -> Kernels {
     if !available() {
         return super::neon::kernels();
     }
-    Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::neon::kernels() }
+    Kernels {
+        tier: NAME,
+        gemm_q8: driver::gemm_q8::<DotProd>,
+        gemm_q4: driver::gemm_q4::<DotProd>,
+        ..super::neon::kernels()
+    }
 }
 
-/// INT8-weight matmul (see `scalar::gemm_q8`).
-pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: this entry is only handed out by `kernels()`, i.e. after `available()` found
-    // FEAT_DotProd (tier selection, `super::super::Tier`); tests check `available()` first.
-    unsafe { gemm(&g) }
-}
+/// The tier's microkernels (the driver is `driver`).
+pub(super) struct DotProd;
 
-/// INT4-weight matmul (see `scalar::gemm_q4`).
-pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: as in `gemm_q8`: FEAT_DotProd was detected before this entry was handed out.
-    unsafe { gemm(&g) }
-}
+impl QuantTier for DotProd {
+    fn available() -> bool {
+        available()
+    }
 
-/// # Safety
-/// FEAT_DotProd present; `g` from `Gemm::new`.
-#[target_feature(enable = "dotprod")]
-unsafe fn gemm(g: &Gemm) {
-    for bi in 0..g.nblocks {
-        let mut t = 0;
-        while t + 2 <= g.tokens {
-            // SAFETY: `bi < nblocks`, `t + 1 < tokens`; FEAT_DotProd (caller).
-            unsafe { block_kind::<2>(g, bi, t) };
-            t += 2;
-        }
-        if t < g.tokens {
+    /// Token pairs with [`block`], an odd last token alone.
+    ///
+    /// # Safety
+    /// FEAT_DotProd present; `g` from `Gemm::new`.
+    #[target_feature(enable = "dotprod")]
+    unsafe fn gemm(g: &Gemm) {
+        for_token_pairs(
+            g,
+            // SAFETY: `bi < nblocks`, `t + 1 < tokens` (`for_token_pairs`); FEAT_DotProd (caller).
+            |bi, t| unsafe { block_kind::<2>(g, bi, t) },
             // SAFETY: `bi < nblocks`, `t < tokens`; FEAT_DotProd (caller).
-            unsafe { block_kind::<1>(g, bi, t) };
-        }
+            |bi, t| unsafe { block_kind::<1>(g, bi, t) },
+        )
     }
 }
 
@@ -137,36 +134,7 @@ pub(super) unsafe fn block<const NT: usize, const Q4: bool>(g: &Gemm, bi: usize,
                     }
                 }};
             }
-            if !Q4 {
-                macro_rules! q8 {
-                    ($c:literal) => {{
-                        let v = vld1q_s8_x4(wg.add($c * CHUNK_BYTES) as *const i8);
-                        chunk!($c, [v.0, v.1, v.2, v.3]);
-                    }};
-                }
-                q8!(0);
-                q8!(1);
-                q8!(2);
-                q8!(3);
-                q8!(4);
-                q8!(5);
-                q8!(6);
-                q8!(7);
-            } else {
-                // Chunk c (low nibbles) and chunk c + 4 (high nibbles) share 64 bytes.
-                macro_rules! q4 {
-                    ($c:literal) => {{
-                        let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
-                        let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
-                        chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
-                        chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
-                    }};
-                }
-                q4!(0);
-                q4!(1);
-                q4!(2);
-                q4!(3);
-            }
+            for_each_chunk!(Q4, wg, chunk);
             let ws = f16x16(sp.add(gi * 32));
             for t in 0..NT {
                 fold(&mut acc[t], &isum[t], &ws, *xs[t].add(gi));

@@ -16,10 +16,11 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
+use saguaro_engine::kernels::Kernels;
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, Gemm};
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32};
+use super::driver::{self, for_token_pairs, Gemm, QuantTier};
 
 pub const NAME: &str = "i8mm";
 
@@ -33,46 +34,40 @@ pub fn kernels() -> Kernels {
     if !available() {
         return super::dotprod::kernels();
     }
-    Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::dotprod::kernels() }
+    Kernels {
+        tier: NAME,
+        gemm_q8: driver::gemm_q8::<I8mm>,
+        gemm_q4: driver::gemm_q4::<I8mm>,
+        ..super::dotprod::kernels()
+    }
 }
 
-/// INT8-weight matmul (see `scalar::gemm_q8`).
-pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: this entry is only handed out by `kernels()`, i.e. after `available()` found
-    // FEAT_I8MM and FEAT_DotProd (tier selection); tests check `available()` first.
-    unsafe { gemm(&g) }
-}
+/// The tier's microkernels (the driver is `driver`).
+pub(super) struct I8mm;
 
-/// INT4-weight matmul (see `scalar::gemm_q4`).
-pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: as in `gemm_q8`: FEAT_I8MM and FEAT_DotProd were detected.
-    unsafe { gemm(&g) }
-}
+impl QuantTier for I8mm {
+    fn available() -> bool {
+        available()
+    }
 
-/// The whole call: token pairs with `smmla`, a last odd token with `sdot`.
-///
-/// # Safety
-/// FEAT_I8MM and FEAT_DotProd present; `g` from `Gemm::new`.
-#[target_feature(enable = "i8mm,dotprod")]
-pub(super) unsafe fn gemm(g: &Gemm) {
-    for bi in 0..g.nblocks {
-        let mut t = 0;
-        while t + 2 <= g.tokens {
-            // SAFETY: `bi < nblocks`, `t + 1 < tokens`; features (caller).
-            unsafe {
+    /// Token pairs with `smmla` ([`pair`]), an odd last token with `sdot`.
+    ///
+    /// # Safety
+    /// FEAT_I8MM and FEAT_DotProd present; `g` from `Gemm::new`.
+    #[target_feature(enable = "i8mm,dotprod")]
+    unsafe fn gemm(g: &Gemm) {
+        for_token_pairs(
+            g,
+            // SAFETY: `bi < nblocks`, `t + 1 < tokens` (`for_token_pairs`); features (caller).
+            |bi, t| unsafe {
                 match g.kind {
                     QuantKind::Q8 => pair::<false>(g, bi, t),
                     QuantKind::Q4 => pair::<true>(g, bi, t),
                 }
-            }
-            t += 2;
-        }
-        if t < g.tokens {
+            },
             // SAFETY: `bi < nblocks`, `t < tokens`; FEAT_DotProd (caller).
-            unsafe { super::dotprod::block_kind::<1>(g, bi, t) };
-        }
+            |bi, t| unsafe { super::dotprod::block_kind::<1>(g, bi, t) },
+        )
     }
 }
 

@@ -15,16 +15,24 @@
 //! so [`sme`] reads `getauxval(AT_HWCAP2)` itself (bits documented there). A tier is
 //! available only when every tier it falls back to is too.
 //!
-//! Every entry is bit-identical to `saguaro_engine::kernels::scalar` (tests in `tests.rs`).
-//! A tier's entries are handed out only by its `kernels()` function after its runtime
-//! feature check (see `super::Tier`), which is what makes the `#[target_feature]` calls and
-//! the feature-specific `asm!` inside them sound.
+//! Layout: `driver.rs` holds the quantized GEMM entries once (validation, the safe wrapper
+//! and its one safety argument, the token-pair loop), generic over a tier's
+//! `driver::QuantTier`; a tier file holds its microkernels, its feature check and its
+//! `kernels()` table; `common.rs` has the NEON helpers they share.
+//!
+//! Every entry is bit-identical to `saguaro_engine::kernels::scalar` (tests in
+//! `kernels/tier_tests.rs`, run for every tier this CPU has, and `tests.rs`). A tier's entries
+//! are handed out only by its `kernels()` function after its runtime feature check (see
+//! `super::Tier`), which is what makes the `#[target_feature]` calls and the feature-specific
+//! `asm!` inside them sound (see `driver`).
 
 // Tiles index small fixed-size register arrays in nested loops; plain index loops read best.
 #![allow(clippy::needless_range_loop)]
 
+#[macro_use]
 mod common;
 mod dotprod;
+mod driver;
 mod i8mm;
 mod neon;
 mod sme;

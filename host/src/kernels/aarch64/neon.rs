@@ -14,10 +14,12 @@
 
 use std::arch::aarch64::*;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix, F32_LANES};
+use saguaro_engine::kernels::{Kernels, F32_LANES};
 use saguaro_engine::quant::{QuantKind, CHUNK_BYTES, GROUP};
 
-use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32, Gemm};
+use super::super::shapes;
+use super::common::{f16x16, fold, q4_correction, q4_nibbles, zero_f32, zero_i32};
+use super::driver::{self, Gemm, QuantTier};
 
 pub const NAME: &str = "neon";
 
@@ -37,8 +39,8 @@ pub fn kernels() -> Kernels {
         matmul_f16,
         matmul_bf16,
         quantize_row,
-        gemm_q8,
-        gemm_q4,
+        gemm_q8: driver::gemm_q8::<Neon>,
+        gemm_q4: driver::gemm_q4::<Neon>,
         ..Kernels::scalar()
     }
 }
@@ -256,10 +258,7 @@ fn row_chunk(cols: usize, elem: usize) -> usize {
 
 /// `out[t][r] = dot_f32(x[t], w[r])`.
 pub fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(cols), "matmul_f32: bad shapes");
-    let rows = w.len() / cols;
-    let tokens = x.len() / cols;
-    assert_eq!(out.len(), tokens * rows, "matmul_f32: bad output length");
+    let (rows, tokens) = shapes::matmul_f32(x, w, cols, out);
     let chunk = row_chunk(cols, 4);
     let mut r0 = 0;
     while r0 < rows {
@@ -283,10 +282,7 @@ pub fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
 }
 
 fn matmul_half<W: Widen<E = u16>>(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
-    assert!(cols > 0 && x.len().is_multiple_of(cols) && w.len().is_multiple_of(2 * cols), "matmul_half: bad shapes");
-    let rows = w.len() / (2 * cols);
-    let tokens = x.len() / cols;
-    assert_eq!(out.len(), tokens * rows, "matmul_half: bad output length");
+    let (rows, tokens) = shapes::matmul_half(x, w, cols, out);
     let wp = w.as_ptr() as *const u16;
     if tokens < 4 {
         // Decode: widen on the fly, every weight is used by at most 2 tokens of a tile.
@@ -415,26 +411,27 @@ unsafe fn quantize_group(v: &[float32x4_t; 8], inv: f32, q: &mut [i8]) {
 // Quantized GEMM (int8 dot emulated with smull + sadalp)
 // ---------------------------------------------------------------------------------------
 
-/// INT8-weight matmul (see `scalar::gemm_q8`).
-pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    gemm(&g)
-}
+/// The tier's quantized GEMM (the driver is `driver`).
+pub(super) struct Neon;
 
-/// INT4-weight matmul (see `scalar::gemm_q4`).
-pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    gemm(&g)
-}
+impl QuantTier for Neon {
+    fn available() -> bool {
+        available()
+    }
 
-fn gemm(g: &Gemm) {
-    for bi in 0..g.nblocks {
-        for t in 0..g.tokens {
-            // SAFETY: `bi < nblocks`, `t < tokens`; `g` validated by `Gemm::new`.
-            unsafe {
-                match g.kind {
-                    QuantKind::Q8 => block::<false>(g, bi, t),
-                    QuantKind::Q4 => block::<true>(g, bi, t),
+    /// One token at a time ([`block`] needs no second token to reuse its weight loads).
+    ///
+    /// # Safety
+    /// `g` from `Gemm::new` (NEON is baseline).
+    unsafe fn gemm(g: &Gemm) {
+        for bi in 0..g.nblocks {
+            for t in 0..g.tokens {
+                // SAFETY: `bi < nblocks`, `t < tokens`; `g` validated by `Gemm::new`.
+                unsafe {
+                    match g.kind {
+                        QuantKind::Q8 => block::<false>(g, bi, t),
+                        QuantKind::Q4 => block::<true>(g, bi, t),
+                    }
                 }
             }
         }
@@ -485,36 +482,7 @@ unsafe fn block<const Q4: bool>(g: &Gemm, bi: usize, t: usize) {
                     }
                 }};
             }
-            if Q4 {
-                // Chunk c (low nibbles) and chunk c + 4 (high nibbles) share 64 bytes.
-                macro_rules! q4 {
-                    ($c:literal) => {{
-                        let v = vld1q_u8_x4(wg.add($c * CHUNK_BYTES));
-                        let u = [q4_nibbles(v.0), q4_nibbles(v.1), q4_nibbles(v.2), q4_nibbles(v.3)];
-                        chunk!($c, [u[0].0, u[1].0, u[2].0, u[3].0]);
-                        chunk!(($c + 4), [u[0].1, u[1].1, u[2].1, u[3].1]);
-                    }};
-                }
-                q4!(0);
-                q4!(1);
-                q4!(2);
-                q4!(3);
-            } else {
-                macro_rules! q8 {
-                    ($c:literal) => {{
-                        let v = vld1q_s8_x4(wg.add($c * CHUNK_BYTES) as *const i8);
-                        chunk!($c, [v.0, v.1, v.2, v.3]);
-                    }};
-                }
-                q8!(0);
-                q8!(1);
-                q8!(2);
-                q8!(3);
-                q8!(4);
-                q8!(5);
-                q8!(6);
-                q8!(7);
-            }
+            for_each_chunk!(Q4, wg, chunk);
             // INT4: raw nibbles above, plus -8 * sum(x).
             let corr = vdupq_n_s32(if Q4 { q4_correction(xr[0], xr[1]) } else { 0 });
             let mut isum = zero_i32();

@@ -26,10 +26,11 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
+use saguaro_engine::kernels::Kernels;
 use saguaro_engine::quant::{QuantKind, CHUNK_K, GROUP, ROW_BLOCK};
 
-use super::common::{f16x16, fold, zero_f32, Gemm};
+use super::common::{f16x16, fold, zero_f32};
+use super::driver::{self, Gemm, QuantTier};
 
 pub const NAME: &str = "sme";
 
@@ -67,22 +68,7 @@ pub fn kernels() -> Kernels {
     if !available() {
         return super::i8mm::kernels();
     }
-    Kernels { tier: NAME, gemm_q8, gemm_q4, ..super::i8mm::kernels() }
-}
-
-/// INT8-weight matmul (see `scalar::gemm_q8`).
-pub fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: this entry is only handed out by `kernels()`, i.e. after `available()` found
-    // SME with I8I32, I8MM and DotProd (tier selection); tests check `available()` first.
-    unsafe { gemm(&g) }
-}
-
-/// INT4-weight matmul (see `scalar::gemm_q4`).
-pub fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: std::ops::Range<usize>, out: &mut [f32]) {
-    let g = Gemm::new(w, acts, &blocks, out);
-    // SAFETY: as in `gemm_q8`.
-    unsafe { gemm(&g) }
+    Kernels { tier: NAME, gemm_q8: driver::gemm_q8::<Sme>, gemm_q4: driver::gemm_q4::<Sme>, ..super::i8mm::kernels() }
 }
 
 /// Streaming vector length in bytes.
@@ -115,61 +101,73 @@ unsafe fn svcr() -> u64 {
     v
 }
 
-/// # Safety
-/// SME (I8I32), I8MM and DotProd present; `g` from `Gemm::new`.
-unsafe fn gemm(g: &Gemm) {
-    // SAFETY: SME present (caller).
-    let (svl, state) = unsafe { (svl_bytes(), svcr()) };
-    let v = svl / 4;
-    if g.tokens < MIN_TOKENS || !matches!(v, 4 | 8 | 16) || state != 0 || g.nblocks == 0 {
-        // SAFETY: I8MM and DotProd present (caller).
-        return unsafe { super::i8mm::gemm(g) };
+/// The tier's microkernels (the driver is `driver`).
+pub(super) struct Sme;
+
+impl QuantTier for Sme {
+    fn available() -> bool {
+        available()
     }
-    let groups = g.groups;
-    // Activations of one token block, packed for `zn`: [group][chunk][V tokens][4 k].
-    let mut xpack = vec![0u8; groups * GROUP * v];
-    let mut isum = [0i32; BATCH * MAX_V * ROW_BLOCK];
-    let mut t0 = 0;
-    while t0 < g.tokens {
-        let tb = v.min(g.tokens - t0);
-        pack(g, t0, tb, v, &mut xpack);
-        for bi in 0..g.nblocks {
-            let mut acc = [zero_f32(); MAX_V];
-            let mut g0 = 0;
-            while g0 < groups {
-                let n = BATCH.min(groups - g0);
-                // SAFETY: SME present and SVCR == 0 (checked above); V in {4, 8, 16}; the
-                // weights of groups g0..g0+n of row block `bi` and the packed activations of
-                // those groups are in bounds; `isum` holds n * tb * 16 <= BATCH * 16 * 16.
-                unsafe {
-                    let wd = g.wdata(bi).add(g0 * g.group_bytes);
-                    let xp = xpack.as_ptr().add(g0 * GROUP * v);
-                    isums(g.kind, 16 / v, wd, xp, n, tb, isum.as_mut_ptr());
-                }
-                // SAFETY: scale reads inside row block `bi`'s `groups * 32` bytes; activation
-                // scales of tokens t0..t0+tb < tokens; `isum` reads below n * tb * 16.
-                unsafe {
-                    let sp = g.wscales(bi);
-                    let mut ws = [zero_f32(); BATCH];
-                    for k in 0..n {
-                        ws[k] = f16x16(sp.add((g0 + k) * ROW_BLOCK * 2));
+
+    /// Blocks of V tokens through ZA; small calls and unsupported vector lengths or states
+    /// go to the `i8mm` kernel.
+    ///
+    /// # Safety
+    /// SME (I8I32), I8MM and DotProd present; `g` from `Gemm::new`.
+    unsafe fn gemm(g: &Gemm) {
+        // SAFETY: SME present (caller).
+        let (svl, state) = unsafe { (svl_bytes(), svcr()) };
+        let v = svl / 4;
+        if g.tokens < MIN_TOKENS || !matches!(v, 4 | 8 | 16) || state != 0 || g.nblocks == 0 {
+            // SAFETY: I8MM and DotProd present (caller).
+            return unsafe { super::i8mm::I8mm::gemm(g) };
+        }
+        let groups = g.groups;
+        // Activations of one token block, packed for `zn`: [group][chunk][V tokens][4 k].
+        let mut xpack = vec![0u8; groups * GROUP * v];
+        let mut isum = [0i32; BATCH * MAX_V * ROW_BLOCK];
+        let mut t0 = 0;
+        while t0 < g.tokens {
+            let tb = v.min(g.tokens - t0);
+            pack(g, t0, tb, v, &mut xpack);
+            for bi in 0..g.nblocks {
+                let mut acc = [zero_f32(); MAX_V];
+                let mut g0 = 0;
+                while g0 < groups {
+                    let n = BATCH.min(groups - g0);
+                    // SAFETY: SME present and SVCR == 0 (checked above); V in {4, 8, 16}; the
+                    // weights of groups g0..g0+n of row block `bi` and the packed activations of
+                    // those groups are in bounds; `isum` holds n * tb * 16 <= BATCH * 16 * 16.
+                    unsafe {
+                        let wd = g.wdata(bi).add(g0 * g.group_bytes);
+                        let xp = xpack.as_ptr().add(g0 * GROUP * v);
+                        isums(g.kind, 16 / v, wd, xp, n, tb, isum.as_mut_ptr());
                     }
-                    for r in 0..tb {
-                        let xs = g.xscales(t0 + r).add(g0);
+                    // SAFETY: scale reads inside row block `bi`'s `groups * 32` bytes; activation
+                    // scales of tokens t0..t0+tb < tokens; `isum` reads below n * tb * 16.
+                    unsafe {
+                        let sp = g.wscales(bi);
+                        let mut ws = [zero_f32(); BATCH];
                         for k in 0..n {
-                            let s = vld1q_s32_x4(isum.as_ptr().add((k * tb + r) * ROW_BLOCK));
-                            fold(&mut acc[r], &[s.0, s.1, s.2, s.3], &ws[k], *xs.add(k));
+                            ws[k] = f16x16(sp.add((g0 + k) * ROW_BLOCK * 2));
+                        }
+                        for r in 0..tb {
+                            let xs = g.xscales(t0 + r).add(g0);
+                            for k in 0..n {
+                                let s = vld1q_s32_x4(isum.as_ptr().add((k * tb + r) * ROW_BLOCK));
+                                fold(&mut acc[r], &[s.0, s.1, s.2, s.3], &ws[k], *xs.add(k));
+                            }
                         }
                     }
+                    g0 += n;
                 }
-                g0 += n;
+                for r in 0..tb {
+                    // SAFETY: `t0 + r < tokens`, `bi < nblocks`.
+                    unsafe { g.store(t0 + r, bi, &acc[r]) };
+                }
             }
-            for r in 0..tb {
-                // SAFETY: `t0 + r < tokens`, `bi < nblocks`.
-                unsafe { g.store(t0 + r, bi, &acc[r]) };
-            }
+            t0 += tb;
         }
-        t0 += tb;
     }
 }
 

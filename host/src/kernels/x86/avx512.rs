@@ -12,12 +12,11 @@
 //!   are exact, then `acc += (w_scale * x_scale) * isum` in f32, as in the scalar code.
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
-use saguaro_engine::quant::{QuantKind, GROUP};
+use saguaro_engine::kernels::Kernels;
+use saguaro_engine::quant::GROUP;
 
-use super::common::{self, GemmCall, SumBuf};
+use super::driver::{self, FloatTier, GemmCall, QuantTier, W_F16, W_F32};
 
 /// Tier name (`SAGUARO_KERNELS=avx512`).
 pub(super) const NAME: &str = "avx512";
@@ -32,23 +31,21 @@ pub(super) fn available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// The tier's table. Its entries are reachable only through this function, which hands them
-/// out only when [`available`] holds: that is what makes their internal `unsafe` calls of
-/// `#[target_feature]` functions sound. On a CPU without the features it returns the best
-/// tier below.
+/// The tier's table: the `driver` entries over [`Avx512`]'s microkernels, handed out only
+/// when [`available`] holds (the safety argument of `driver`); otherwise the best tier below.
 pub(super) fn kernels() -> Kernels {
     if !available() {
         return super::avxvnni::kernels();
     }
     Kernels {
         tier: NAME,
-        dot_f32,
-        matmul_f32,
-        matmul_f16,
-        matmul_bf16,
-        quantize_row,
-        gemm_q8,
-        gemm_q4,
+        dot_f32: driver::dot_f32::<Avx512>,
+        matmul_f32: driver::matmul_f32::<Avx512>,
+        matmul_f16: driver::matmul_f16::<Avx512>,
+        matmul_bf16: driver::matmul_bf16::<Avx512>,
+        quantize_row: driver::quantize_row::<Avx512>,
+        gemm_q8: driver::gemm_q8::<Avx512>,
+        gemm_q4: driver::gemm_q4::<Avx512>,
         softmax: super::elementwise::softmax_avx512,
         silu_mul: super::elementwise::silu_mul_avx512,
         axpy: super::elementwise::axpy_avx512,
@@ -57,7 +54,7 @@ pub(super) fn kernels() -> Kernels {
 }
 
 // ---------------------------------------------------------------------------------------
-// f32 dot products and matmuls
+// f32 dot products and matmuls, activation quantization
 // ---------------------------------------------------------------------------------------
 
 /// Mask of the first `n` (<= 16) lanes.
@@ -65,11 +62,6 @@ pub(super) fn kernels() -> Kernels {
 fn tail_mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
-
-/// Weight element kinds of the f32 matmuls.
-const W_F32: u8 = 0;
-const W_F16: u8 = 1;
-const W_BF16: u8 = 2;
 
 /// The canonical tree `p[j] += p[j+8]`, `+4`, `+2`, `+1` on the 16 lanes of `v`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
@@ -81,36 +73,6 @@ fn reduce16(v: __m512) -> f32 {
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
     _mm_cvtss_f32(s1)
-}
-
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
-    // SAFETY: this entry is handed out only by `kernels()` after `available()` confirmed the
-    // target features; both slices hold `a.len()` elements.
-    unsafe { dot_impl(a.as_ptr(), b.as_ptr(), a.len()) }
-}
-
-/// # Safety
-/// Target features of this tier present; `a` and `b` readable for `n` f32.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn dot_impl(a: *const f32, b: *const f32, n: usize) -> f32 {
-    let full = n / 16 * 16;
-    let mut acc = _mm512_setzero_ps();
-    let mut i = 0;
-    while i < full {
-        // SAFETY: i + 16 <= full <= n.
-        let (va, vb) = unsafe { (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i))) };
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
-        i += 16;
-    }
-    if full < n {
-        let m = tail_mask(n - full);
-        // SAFETY: only the first n - full lanes (in bounds) are read; masked-off lanes are
-        // not accessed (AVX-512 masked loads suppress faults) and read as +0.0.
-        let (va, vb) = unsafe { (_mm512_maskz_loadu_ps(m, a.add(full)), _mm512_maskz_loadu_ps(m, b.add(full))) };
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
-    }
-    reduce16(acc)
 }
 
 /// 16 weights of kind `KIND` widened to f32, from `p` (element offset already applied);
@@ -147,217 +109,150 @@ unsafe fn load_w<const KIND: u8, const MASKED: bool>(p: *const u8, m: __mmask16)
     }
 }
 
-/// Rows `r0..r0+RR` x tokens `t0..t0+TT` of `out[t][r] = dot(x[t], w[r])`.
-///
-/// # Safety
-/// Target features present; `x` holds `tokens * cols` f32, `w` `rows * cols` elements of
-/// `KIND`, `out` `tokens * rows` f32, with `r0 + RR <= rows` and `t0 + TT <= tokens`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize, const PF: bool>(
-    x: *const f32,
-    w: *const u8,
-    cols: usize,
-    rows: usize,
-    out: *mut f32,
-    r0: usize,
-    t0: usize,
-) {
-    let esize = if KIND == W_F32 { 4 } else { 2 };
-    let full = cols / 16 * 16;
-    let mut acc = [[_mm512_setzero_ps(); TT]; RR];
-    let mut xv = [_mm512_setzero_ps(); TT];
-    let mut k = 0;
-    while k < full {
-        for (i, v) in xv.iter_mut().enumerate() {
-            // SAFETY: t0 + i < tokens and k + 16 <= cols.
-            *v = unsafe { _mm512_loadu_ps(x.add((t0 + i) * cols + k)) };
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            if PF && (k * esize) % 64 == 0 {
-                // The next row tile (RR rows further) at the same column: the rows of a tile
-                // are short interleaved streams that the hardware prefetcher alone follows
-                // poorly. Prefetches never fault, so running past the end is harmless.
-                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(((r0 + r + RR) * cols + k) * esize).cast());
-            }
-            // SAFETY: r0 + r < rows and k + 16 <= cols.
-            let wv = unsafe { load_w::<KIND, false>(w.add(((r0 + r) * cols + k) * esize), 0xFFFF) };
-            for (a, &xi) in acc_r.iter_mut().zip(&xv) {
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
-            }
-        }
-        k += 16;
-    }
-    if full < cols {
-        let m = tail_mask(cols - full);
-        for (i, v) in xv.iter_mut().enumerate() {
-            // SAFETY: the lanes of `m` are the cols - full elements left in the row.
-            *v = unsafe { _mm512_maskz_loadu_ps(m, x.add((t0 + i) * cols + full)) };
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: as above, only the in-bounds tail lanes are read.
-            let wv = unsafe { load_w::<KIND, true>(w.add(((r0 + r) * cols + full) * esize), m) };
-            for (a, &xi) in acc_r.iter_mut().zip(&xv) {
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
-            }
-        }
-    }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (i, &a) in acc_r.iter().enumerate() {
-            // SAFETY: (t0 + i) * rows + r0 + r < tokens * rows.
-            unsafe { *out.add((t0 + i) * rows + r0 + r) = reduce16(a) };
-        }
-    }
-}
+/// The tier's microkernels (see the module docs; the drivers are in `driver`).
+pub(super) struct Avx512;
 
-/// # Safety
-/// Target features present; lengths as checked by `check_matmul_*` (`w` holds
-/// `rows * cols` elements of `KIND`).
-unsafe fn matmul_any<const KIND: u8>(x: &[f32], w: *const u8, cols: usize, rows: usize, tokens: usize, out: &mut [f32]) {
-    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
-    // Decode: 4 rows (4 accumulator chains sharing each x load), the next 4 rows
-    // prefetched. Prefill: 4 rows x 4 tokens (16 accumulators, 8 loads per 16 mul+add).
-    let (rr, tt) = if tokens == 1 { (4, 1) } else { (4, 4) };
-    common::drive_matmul(rows, tokens, cols, rr, tt, |rn, tn, r, t| {
-        // SAFETY: the driver keeps r + rn <= rows and t + tn <= tokens; features as the caller.
-        unsafe {
-            match (rn, tn) {
-                (4, 1) if tokens == 1 => mm_tile::<KIND, 4, 1, true>(xp, w, cols, rows, op, r, t),
-                (4, 4) => mm_tile::<KIND, 4, 4, false>(xp, w, cols, rows, op, r, t),
-                (4, 3) => mm_tile::<KIND, 4, 3, false>(xp, w, cols, rows, op, r, t),
-                (4, 2) => mm_tile::<KIND, 4, 2, false>(xp, w, cols, rows, op, r, t),
-                (4, 1) => mm_tile::<KIND, 4, 1, false>(xp, w, cols, rows, op, r, t),
-                _ => {
-                    for rr in r..r + rn {
-                        match tn {
-                            4 => mm_tile::<KIND, 1, 4, false>(xp, w, cols, rows, op, rr, t),
-                            3 => mm_tile::<KIND, 1, 3, false>(xp, w, cols, rows, op, rr, t),
-                            2 => mm_tile::<KIND, 1, 2, false>(xp, w, cols, rows, op, rr, t),
-                            _ => {
-                                for tt in t..t + tn {
-                                    mm_tile::<KIND, 1, 1, false>(xp, w, cols, rows, op, rr, tt);
-                                }
-                            }
-                        }
-                    }
+impl FloatTier for Avx512 {
+    fn available() -> bool {
+        available()
+    }
+
+    // Prefill: 4 rows x 4 tokens (16 accumulators, 8 loads per 16 mul+add).
+    const MATMUL_TILE: (usize, usize) = (4, 4);
+
+    /// # Safety
+    /// Target features of this tier present; `a` and `b` readable for `n` f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+    unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+        let full = n / 16 * 16;
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 <= full <= n.
+            let (va, vb) = unsafe { (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i))) };
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
+            i += 16;
+        }
+        if full < n {
+            let m = tail_mask(n - full);
+            // SAFETY: only the first n - full lanes (in bounds) are read; masked-off lanes are
+            // not accessed (AVX-512 masked loads suppress faults) and read as +0.0.
+            let (va, vb) = unsafe { (_mm512_maskz_loadu_ps(m, a.add(full)), _mm512_maskz_loadu_ps(m, b.add(full))) };
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(va, vb));
+        }
+        reduce16(acc)
+    }
+
+    /// Rows `r0..r0+RR` x tokens `t0..t0+TT` of `out[t][r] = dot(x[t], w[r])`.
+    ///
+    /// # Safety
+    /// Target features present; `x` holds `tokens * cols` f32, `w` `rows * cols` elements of
+    /// `KIND`, `out` `tokens * rows` f32, with `r0 + RR <= rows` and `t0 + TT <= tokens`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+    unsafe fn mm_tile<const KIND: u8, const RR: usize, const TT: usize, const PF: bool>(
+        x: *const f32,
+        w: *const u8,
+        cols: usize,
+        rows: usize,
+        out: *mut f32,
+        r0: usize,
+        t0: usize,
+    ) {
+        let esize = if KIND == W_F32 { 4 } else { 2 };
+        let full = cols / 16 * 16;
+        let mut acc = [[_mm512_setzero_ps(); TT]; RR];
+        let mut xv = [_mm512_setzero_ps(); TT];
+        let mut k = 0;
+        while k < full {
+            for (i, v) in xv.iter_mut().enumerate() {
+                // SAFETY: t0 + i < tokens and k + 16 <= cols.
+                *v = unsafe { _mm512_loadu_ps(x.add((t0 + i) * cols + k)) };
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                if PF && (k * esize) % 64 == 0 {
+                    // The next row tile (RR rows further) at the same column: the rows of a tile
+                    // are short interleaved streams that the hardware prefetcher alone follows
+                    // poorly. Prefetches never fault, so running past the end is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(((r0 + r + RR) * cols + k) * esize).cast());
+                }
+                // SAFETY: r0 + r < rows and k + 16 <= cols.
+                let wv = unsafe { load_w::<KIND, false>(w.add(((r0 + r) * cols + k) * esize), 0xFFFF) };
+                for (a, &xi) in acc_r.iter_mut().zip(&xv) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
+                }
+            }
+            k += 16;
+        }
+        if full < cols {
+            let m = tail_mask(cols - full);
+            for (i, v) in xv.iter_mut().enumerate() {
+                // SAFETY: the lanes of `m` are the cols - full elements left in the row.
+                *v = unsafe { _mm512_maskz_loadu_ps(m, x.add((t0 + i) * cols + full)) };
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, only the in-bounds tail lanes are read.
+                let wv = unsafe { load_w::<KIND, true>(w.add(((r0 + r) * cols + full) * esize), m) };
+                for (a, &xi) in acc_r.iter_mut().zip(&xv) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(xi, wv));
                 }
             }
         }
-    });
-}
-
-fn matmul_f32(x: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
-    let (rows, tokens) = common::check_matmul_f32(x, w, cols, out);
-    // SAFETY: entry handed out only when `available()` (see `kernels`); shapes checked above.
-    unsafe { matmul_any::<W_F32>(x, w.as_ptr().cast(), cols, rows, tokens, out) }
-}
-
-fn matmul_f16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
-    let (rows, tokens) = common::check_matmul_half(x, w, cols, out);
-    // SAFETY: as in `matmul_f32`; `w` holds rows * cols f16 values.
-    unsafe { matmul_any::<W_F16>(x, w.as_ptr(), cols, rows, tokens, out) }
-}
-
-fn matmul_bf16(x: &[f32], w: &[u8], cols: usize, out: &mut [f32]) {
-    let (rows, tokens) = common::check_matmul_half(x, w, cols, out);
-    // SAFETY: as in `matmul_f32`; `w` holds rows * cols bf16 values.
-    unsafe { matmul_any::<W_BF16>(x, w.as_ptr(), cols, rows, tokens, out) }
-}
-
-// ---------------------------------------------------------------------------------------
-// Activation quantization
-// ---------------------------------------------------------------------------------------
-
-fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
-    assert!(q.len() == scales.len() * GROUP && x.len() <= q.len(), "quantize_row: bad lengths");
-    // SAFETY: entry handed out only when `available()`; lengths checked above.
-    unsafe { quantize_impl(x, q, scales) }
-}
-
-/// # Safety
-/// Target features present; `q.len() == 32 * scales.len() >= x.len()`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn quantize_impl(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
-    let c127 = _mm512_set1_ps(127.0);
-    let cm127 = _mm512_set1_ps(-127.0);
-    for (g, s) in scales.iter_mut().enumerate() {
-        let start = (g * GROUP).min(x.len());
-        let n = (x.len() - start).min(GROUP);
-        let (m0, m1) = if n >= 16 { (0xFFFF, tail_mask(n - 16)) } else { (tail_mask(n), 0) };
-        let (p0, p1) = (x.as_ptr().wrapping_add(start), x.as_ptr().wrapping_add(start + 16));
-        // SAFETY: lanes selected by m0 / m1 are x[start .. start + n], in bounds; masked-off
-        // lanes are not accessed (masked loads suppress faults) and read as +0.0.
-        let (v0, v1) = unsafe { (_mm512_maskz_loadu_ps(m0, p0), _mm512_maskz_loadu_ps(m1, p1)) };
-        // max(|x|, m): vmaxps returns its second operand when either is NaN, so NaN inputs
-        // are skipped, as `f32::max` does in the scalar fold.
-        let m = _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
-        let amax = _mm512_reduce_max_ps(m);
-        // SAFETY: g < scales.len() and q.len() == 32 * scales.len().
-        let qg = unsafe { q.as_mut_ptr().add(g * GROUP) };
-        if amax == 0.0 {
-            *s = 0.0;
-            // SAFETY: 32 bytes at qg are in q.
-            unsafe { _mm256_storeu_si256(qg.cast(), _mm256_setzero_si256()) };
-            continue;
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (i, &a) in acc_r.iter().enumerate() {
+                // SAFETY: (t0 + i) * rows + r0 + r < tokens * rows.
+                unsafe { *out.add((t0 + i) * rows + r0 + r) = reduce16(a) };
+            }
         }
-        let inv = _mm512_set1_ps(127.0 / amax);
-        // Clamp before rounding (the bounds are integers, so this equals clamping after).
-        // vminps/vmaxps with the constant first pass a NaN product through; it converts to
-        // 0x8000_0000, whose low byte (vpmovdb truncates) is 0, as `NaN as i8` is in Rust.
-        // Rounding to nearest even is encoded in the instruction (independent of MXCSR).
-        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let q0 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v0, inv))));
-        let q1 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v1, inv))));
-        let b = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1));
-        // SAFETY: 32 bytes at qg are in q.
-        unsafe { _mm256_storeu_si256(qg.cast(), b) };
-        *s = amax / 127.0;
+    }
+
+    /// # Safety
+    /// Target features present; `q.len() == 32 * scales.len() >= x.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+    unsafe fn quantize_row(x: &[f32], q: &mut [i8], scales: &mut [f32]) {
+        let c127 = _mm512_set1_ps(127.0);
+        let cm127 = _mm512_set1_ps(-127.0);
+        for (g, s) in scales.iter_mut().enumerate() {
+            let start = (g * GROUP).min(x.len());
+            let n = (x.len() - start).min(GROUP);
+            let (m0, m1) = if n >= 16 { (0xFFFF, tail_mask(n - 16)) } else { (tail_mask(n), 0) };
+            let (p0, p1) = (x.as_ptr().wrapping_add(start), x.as_ptr().wrapping_add(start + 16));
+            // SAFETY: lanes selected by m0 / m1 are x[start .. start + n], in bounds; masked-off
+            // lanes are not accessed (masked loads suppress faults) and read as +0.0.
+            let (v0, v1) = unsafe { (_mm512_maskz_loadu_ps(m0, p0), _mm512_maskz_loadu_ps(m1, p1)) };
+            // max(|x|, m): vmaxps returns its second operand when either is NaN, so NaN inputs
+            // are skipped, as `f32::max` does in the scalar fold.
+            let m = _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
+            let amax = _mm512_reduce_max_ps(m);
+            // SAFETY: g < scales.len() and q.len() == 32 * scales.len().
+            let qg = unsafe { q.as_mut_ptr().add(g * GROUP) };
+            if amax == 0.0 {
+                *s = 0.0;
+                // SAFETY: 32 bytes at qg are in q.
+                unsafe { _mm256_storeu_si256(qg.cast(), _mm256_setzero_si256()) };
+                continue;
+            }
+            let inv = _mm512_set1_ps(127.0 / amax);
+            // Clamp before rounding (the bounds are integers, so this equals clamping after).
+            // vminps/vmaxps with the constant first pass a NaN product through; it converts to
+            // 0x8000_0000, whose low byte (vpmovdb truncates) is 0, as `NaN as i8` is in Rust.
+            // Rounding to nearest even is encoded in the instruction (independent of MXCSR).
+            const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let q0 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v0, inv))));
+            let q1 = _mm512_cvt_roundps_epi32::<RNE>(_mm512_max_ps(cm127, _mm512_min_ps(c127, _mm512_mul_ps(v1, inv))));
+            let b = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
+                _mm512_cvtepi32_epi8(q1),
+            );
+            // SAFETY: 32 bytes at qg are in q.
+            unsafe { _mm256_storeu_si256(qg.cast(), b) };
+            *s = amax / 127.0;
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Quantized GEMV / GEMM
 // ---------------------------------------------------------------------------------------
-
-fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    gemm(w, acts, blocks, out)
-}
-
-fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    gemm(w, acts, blocks, out)
-}
-
-/// Dispatches on `w.kind` like the scalar definition (both entries accept either kind).
-fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    let mut call = GemmCall::new(w, acts, &blocks, out);
-    if call.is_empty() {
-        return;
-    }
-    let mut sums = SumBuf::new(call.sums_len());
-    let factor = match w.kind {
-        QuantKind::Q8 => -128,
-        QuantKind::Q4 => -8,
-    };
-    // SAFETY: entry handed out only when `available()` (AVX2 included); `GemmCall::new`
-    // checked `acts.q` and `sums` has tokens * groups entries.
-    unsafe { common::group_sums(acts, call.groups, factor, sums.as_mut_slice()) };
-    call.set_corr(sums.as_mut_slice());
-    let c = &call;
-    // Decode: one row block at a time (a single sequential weight stream, prefetched);
-    // prefill: 2 row blocks x 4 tokens per tile.
-    let (rbt, ttt) = if c.tokens == 1 { (1, 1) } else { (2, 4) };
-    match w.kind {
-        QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: entry handed out only when `available()` (see `kernels`); the driver
-            // keeps bi + rbn <= nblocks and t + tn <= tokens, the bounds the tiles need
-            // given `GemmCall`'s invariants (corr attached above).
-            unsafe { dispatch!(tile_q8, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false), (2, 1, false), (2, 2, false), (2, 3, false), (2, 4, false)]) }
-        }),
-        QuantKind::Q4 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: as for Q8.
-            unsafe { dispatch!(tile_q4, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false), (2, 1, false), (2, 2, false), (2, 3, false), (2, 4, false)]) }
-        }),
-    }
-}
 
 /// The f32 epilogue of one group: `acc += (w_scale * x_scale) * isum` for RB x TT tiles.
 ///
@@ -386,25 +281,6 @@ unsafe fn epilogue<const RB: usize, const TT: usize>(
     }
 }
 
-/// Pointers to the data and scales of row blocks `bi..bi+RB` of the call.
-///
-/// # Safety
-/// `c.rb0 + bi + RB` row blocks exist in the buffers (`GemmCall` invariants).
-#[inline]
-unsafe fn block_ptrs<const RB: usize>(c: &GemmCall, bi: usize, group_bytes: usize) -> ([*const u8; RB], [*const u8; RB]) {
-    let mut wp = [std::ptr::null(); RB];
-    let mut sp = [std::ptr::null(); RB];
-    for r in 0..RB {
-        let rb = c.rb0 + bi + r;
-        // SAFETY: rb < rb0 + nblocks: both offsets are within (or one past) the buffers.
-        unsafe {
-            wp[r] = c.data.add(rb * c.groups * group_bytes);
-            sp[r] = c.scales.add(rb * c.groups * 32);
-        }
-    }
-    (wp, sp)
-}
-
 /// Stores the RB x TT tile of 16-row results.
 ///
 /// # Safety
@@ -420,112 +296,118 @@ unsafe fn store_tile<const RB: usize, const TT: usize>(c: &GemmCall, bi: usize, 
     }
 }
 
-/// INT8 tile: row blocks `bi..bi+RB` (relative to the call) x tokens `t..t+TT`.
-///
-/// # Safety
-/// Target features present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`, and the
-/// [`GemmCall`] invariants (corr filled).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn tile_q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
-    let groups = c.groups;
-    let flip = _mm512_set1_epi8(-128);
-    // SAFETY: bi + RB <= nblocks.
-    let (wp, sp) = unsafe { block_ptrs::<RB>(c, bi, 512) };
-    let mut xp = [std::ptr::null::<i8>(); TT];
-    for (i, p) in xp.iter_mut().enumerate() {
-        // SAFETY: t + i < tokens: the token's row is in acts.q.
-        *p = unsafe { c.xq.add((t + i) * c.cols_padded) };
+impl QuantTier for Avx512 {
+    fn available() -> bool {
+        available()
     }
-    let mut acc = [[_mm512_setzero_ps(); TT]; RB];
-    for g in 0..groups {
-        let mut isum = [[_mm512_setzero_si512(); TT]; RB];
-        for i in 0..TT {
-            // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
-            let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
-            for row in isum.iter_mut() {
-                row[i] = corr;
-            }
-        }
-        for ch in 0..8 {
-            let mut wv = [_mm512_setzero_si512(); RB];
-            for r in 0..RB {
-                if PF {
-                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 512 + ch * 64 + common::PREFETCH_DISTANCE).cast());
-                }
-                // SAFETY: chunk ch of group g of the row block: 64 bytes inside w.data.
-                wv[r] = _mm512_xor_si512(unsafe { _mm512_loadu_si512(wp[r].add(g * 512 + ch * 64).cast()) }, flip);
-            }
-            for i in 0..TT {
-                // SAFETY: 4 bytes at 32 g + 4 ch < cols_padded in token t + i's row.
-                let xb = _mm512_set1_epi32(unsafe { xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned() });
-                for r in 0..RB {
-                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], wv[r], xb);
-                }
-            }
-        }
-        // SAFETY: g < groups, t + TT <= tokens.
-        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
-    }
-    // SAFETY: tile bounds as required by this function.
-    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
-}
 
-/// INT4 tile: as [`tile_q8`]; one 64-byte load holds chunk c (low nibbles) and c + 4
-/// (high nibbles) of 16 rows.
-///
-/// # Safety
-/// As [`tile_q8`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
-unsafe fn tile_q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
-    let groups = c.groups;
-    let low = _mm512_set1_epi8(0x0F);
-    // SAFETY: bi + RB <= nblocks.
-    let (wp, sp) = unsafe { block_ptrs::<RB>(c, bi, 256) };
-    let mut xp = [std::ptr::null::<i8>(); TT];
-    for (i, p) in xp.iter_mut().enumerate() {
-        // SAFETY: t + i < tokens.
-        *p = unsafe { c.xq.add((t + i) * c.cols_padded) };
-    }
-    let mut acc = [[_mm512_setzero_ps(); TT]; RB];
-    for g in 0..groups {
-        let mut isum = [[_mm512_setzero_si512(); TT]; RB];
-        for i in 0..TT {
-            // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
-            let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
-            for row in isum.iter_mut() {
-                row[i] = corr;
-            }
-        }
-        for ch in 0..4 {
-            let mut lo = [_mm512_setzero_si512(); RB];
-            let mut hi = [_mm512_setzero_si512(); RB];
-            for r in 0..RB {
-                if PF {
-                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 256 + ch * 64 + common::PREFETCH_DISTANCE).cast());
-                }
-                // SAFETY: 64-byte chunk ch of group g (256 bytes) of the row block, in w.data.
-                let raw = unsafe { _mm512_loadu_si512(wp[r].add(g * 256 + ch * 64).cast()) };
-                lo[r] = _mm512_and_si512(raw, low);
-                hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
-            }
+    // Prefill: 2 row blocks x 4 tokens per tile.
+    const GEMM_TILE: (usize, usize) = (2, 4);
+
+    // `vpdpbusd` is u8 x s8: INT8 weights are flipped to offset binary.
+    const Q8_OFFSET_BINARY: bool = true;
+
+    /// INT8 tile: row blocks `bi..bi+RB` (relative to the call) x tokens `t..t+TT`.
+    ///
+    /// # Safety
+    /// Target features present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`, and the
+    /// [`GemmCall`] invariants (corr filled).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+    unsafe fn q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
+        let groups = c.groups;
+        let flip = _mm512_set1_epi8(-128);
+        // SAFETY: bi + RB <= nblocks, t + TT <= tokens.
+        let ((wp, sp), xp) = unsafe { (c.block_ptrs::<RB>(bi, 512), c.token_ptrs::<TT>(t)) };
+        let mut acc = [[_mm512_setzero_ps(); TT]; RB];
+        for g in 0..groups {
+            let mut isum = [[_mm512_setzero_si512(); TT]; RB];
             for i in 0..TT {
-                // SAFETY: k = 32 g + 4 ch and 32 g + 4 (ch + 4), 4 bytes each, < cols_padded.
-                let (xl, xh) = unsafe {
-                    (
-                        xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned(),
-                        xp[i].add(g * GROUP + (ch + 4) * 4).cast::<i32>().read_unaligned(),
-                    )
-                };
-                let (xl, xh) = (_mm512_set1_epi32(xl), _mm512_set1_epi32(xh));
-                for r in 0..RB {
-                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], lo[r], xl);
-                    isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], hi[r], xh);
+                // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
+                let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
+                for row in isum.iter_mut() {
+                    row[i] = corr;
                 }
             }
+            for ch in 0..8 {
+                let mut wv = [_mm512_setzero_si512(); RB];
+                for r in 0..RB {
+                    if PF {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wp[r].wrapping_add(g * 512 + ch * 64 + driver::PREFETCH_DISTANCE).cast(),
+                        );
+                    }
+                    // SAFETY: chunk ch of group g of the row block: 64 bytes inside w.data.
+                    wv[r] = _mm512_xor_si512(unsafe { _mm512_loadu_si512(wp[r].add(g * 512 + ch * 64).cast()) }, flip);
+                }
+                for i in 0..TT {
+                    // SAFETY: 4 bytes at 32 g + 4 ch < cols_padded in token t + i's row.
+                    let xb = _mm512_set1_epi32(unsafe { xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned() });
+                    for r in 0..RB {
+                        isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], wv[r], xb);
+                    }
+                }
+            }
+            // SAFETY: g < groups, t + TT <= tokens.
+            unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
         }
-        // SAFETY: g < groups, t + TT <= tokens.
-        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+        // SAFETY: tile bounds as required by this function.
+        unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
     }
-    // SAFETY: tile bounds as required by this function.
-    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+
+    /// INT4 tile: as [`QuantTier::q8`]; one 64-byte load holds chunk c (low nibbles) and c + 4
+    /// (high nibbles) of 16 rows.
+    ///
+    /// # Safety
+    /// As [`QuantTier::q8`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+    unsafe fn q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
+        let groups = c.groups;
+        let low = _mm512_set1_epi8(0x0F);
+        // SAFETY: bi + RB <= nblocks, t + TT <= tokens.
+        let ((wp, sp), xp) = unsafe { (c.block_ptrs::<RB>(bi, 256), c.token_ptrs::<TT>(t)) };
+        let mut acc = [[_mm512_setzero_ps(); TT]; RB];
+        for g in 0..groups {
+            let mut isum = [[_mm512_setzero_si512(); TT]; RB];
+            for i in 0..TT {
+                // SAFETY: (t + i) * groups + g < tokens * groups entries of corr.
+                let corr = _mm512_set1_epi32(unsafe { *c.corr.add((t + i) * groups + g) });
+                for row in isum.iter_mut() {
+                    row[i] = corr;
+                }
+            }
+            for ch in 0..4 {
+                let mut lo = [_mm512_setzero_si512(); RB];
+                let mut hi = [_mm512_setzero_si512(); RB];
+                for r in 0..RB {
+                    if PF {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wp[r].wrapping_add(g * 256 + ch * 64 + driver::PREFETCH_DISTANCE).cast(),
+                        );
+                    }
+                    // SAFETY: 64-byte chunk ch of group g (256 bytes) of the row block, in w.data.
+                    let raw = unsafe { _mm512_loadu_si512(wp[r].add(g * 256 + ch * 64).cast()) };
+                    lo[r] = _mm512_and_si512(raw, low);
+                    hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
+                }
+                for i in 0..TT {
+                    // SAFETY: k = 32 g + 4 ch and 32 g + 4 (ch + 4), 4 bytes each, < cols_padded.
+                    let (xl, xh) = unsafe {
+                        (
+                            xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned(),
+                            xp[i].add(g * GROUP + (ch + 4) * 4).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    let (xl, xh) = (_mm512_set1_epi32(xl), _mm512_set1_epi32(xh));
+                    for r in 0..RB {
+                        isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], lo[r], xl);
+                        isum[r][i] = _mm512_dpbusd_epi32(isum[r][i], hi[r], xh);
+                    }
+                }
+            }
+            // SAFETY: g < groups, t + TT <= tokens.
+            unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+        }
+        // SAFETY: tile bounds as required by this function.
+        unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+    }
 }

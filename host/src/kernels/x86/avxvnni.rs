@@ -8,13 +8,12 @@
 //! activation quantization) is the `avx2` tier's.
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
-use saguaro_engine::kernels::{Kernels, QuantActs, QuantMatrix};
-use saguaro_engine::quant::{QuantKind, GROUP};
+use saguaro_engine::kernels::Kernels;
+use saguaro_engine::quant::GROUP;
 
-use super::avx2::{block_ptrs, epilogue, store_tile, token_ptrs};
-use super::common::{self, GemmCall, SumBuf};
+use super::avx2::{epilogue, store_tile};
+use super::driver::{self, GemmCall, QuantTier};
 
 /// Tier name (`SAGUARO_KERNELS=avxvnni`).
 pub(super) const NAME: &str = "avxvnni";
@@ -24,55 +23,15 @@ pub(super) fn available() -> bool {
     super::avx2::available() && is_x86_feature_detected!("avxvnni")
 }
 
-/// The tier's table: the `avx2` table with the quantized matmuls replaced. Entries are
-/// handed out only when [`available`] holds; otherwise this returns the tier below.
+/// The tier's table: the `avx2` table with the quantized matmuls over [`AvxVnni`]'s tiles,
+/// handed out only when [`available`] holds (the safety argument of `driver`); otherwise the
+/// tier below.
 pub(super) fn kernels() -> Kernels {
     let below = super::avx2::kernels();
     if !available() {
         return below;
     }
-    Kernels { tier: NAME, gemm_q8, gemm_q4, ..below }
-}
-
-fn gemm_q8(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    gemm(w, acts, blocks, out)
-}
-
-fn gemm_q4(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    gemm(w, acts, blocks, out)
-}
-
-/// Dispatches on `w.kind` like the scalar definition.
-fn gemm(w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>, out: &mut [f32]) {
-    let mut call = GemmCall::new(w, acts, &blocks, out);
-    if call.is_empty() {
-        return;
-    }
-    let mut sums = SumBuf::new(call.sums_len());
-    let factor = match w.kind {
-        QuantKind::Q8 => -128,
-        QuantKind::Q4 => -8,
-    };
-    // SAFETY: entry handed out only when `available()`; `GemmCall::new` checked acts.q and
-    // `sums` holds tokens * groups entries.
-    unsafe { common::group_sums(acts, call.groups, factor, sums.as_mut_slice()) };
-    call.set_corr(sums.as_mut_slice());
-    let c = &call;
-    // Decode: one row block at a time (a single sequential weight stream, prefetched);
-    // prefill: 1 row block x 4 tokens per tile.
-    let (rbt, ttt) = if c.tokens == 1 { (1, 1) } else { (1, 4) };
-    match w.kind {
-        QuantKind::Q8 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: entry handed out only when `available()` (see `kernels`); the driver
-            // keeps bi + rbn <= nblocks and t + tn <= tokens, the bounds the tiles need
-            // given `GemmCall`'s invariants (corr attached above).
-            unsafe { dispatch!(tile_q8, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false)]) }
-        }),
-        QuantKind::Q4 => c.drive(rbt, ttt, |rbn, tn, bi, t| {
-            // SAFETY: as for Q8.
-            unsafe { dispatch!(tile_q4, c, rbn, tn, bi, t, [(1, 1, true), (1, 2, false), (1, 3, false), (1, 4, false)]) }
-        }),
-    }
+    Kernels { tier: NAME, gemm_q8: driver::gemm_q8::<AvxVnni>, gemm_q4: driver::gemm_q4::<AvxVnni>, ..below }
 }
 
 /// Accumulators initialised with the per-(token, group) correction.
@@ -95,100 +54,119 @@ unsafe fn init_sums<const RB: usize, const TT: usize>(c: &GemmCall, g: usize, t:
     isum
 }
 
-/// INT8 tile: row blocks `bi..bi+RB` x tokens `t..t+TT`.
-///
-/// # Safety
-/// AVX2 + F16C + AVX-VNNI present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`,
-/// `GemmCall` invariants with the correction attached.
-#[target_feature(enable = "avx2,f16c,avxvnni")]
-unsafe fn tile_q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
-    let flip = _mm256_set1_epi8(-128);
-    // SAFETY: tile bounds as required.
-    let ((wp, sp), xp) = unsafe { (block_ptrs::<RB>(c, bi, 512), token_ptrs::<TT>(c, t)) };
-    let mut acc = [[[_mm256_setzero_ps(); TT]; 2]; RB];
-    for g in 0..c.groups {
-        // SAFETY: g < groups, t + TT <= tokens.
-        let mut isum = unsafe { init_sums::<RB, TT>(c, g, t) };
-        for ch in 0..8 {
-            let mut wv = [[_mm256_setzero_si256(); 2]; RB];
-            if PF {
-                for r in 0..RB {
-                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 512 + ch * 64 + common::PREFETCH_DISTANCE).cast());
-                }
-            }
-            for r in 0..RB {
-                for h in 0..2 {
-                    // SAFETY: 32 bytes of chunk ch of group g of the row block, in w.data.
-                    let raw = unsafe { _mm256_loadu_si256(wp[r].add(g * 512 + ch * 64 + h * 32).cast()) };
-                    wv[r][h] = _mm256_xor_si256(raw, flip);
-                }
-            }
-            for i in 0..TT {
-                // SAFETY: 4 bytes at 32 g + 4 ch < cols_padded of token t + i.
-                let xb = _mm256_set1_epi32(unsafe { xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned() });
-                for r in 0..RB {
-                    for h in 0..2 {
-                        isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], wv[r][h], xb);
-                    }
-                }
-            }
-        }
-        // SAFETY: g < groups, t + TT <= tokens.
-        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
-    }
-    // SAFETY: tile bounds as required.
-    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
-}
+/// The tier's microkernels (see the module docs; the driver is in `driver`).
+pub(super) struct AvxVnni;
 
-/// INT4 tile.
-///
-/// # Safety
-/// As [`tile_q8`].
-#[target_feature(enable = "avx2,f16c,avxvnni")]
-unsafe fn tile_q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
-    let low = _mm256_set1_epi8(0x0F);
-    // SAFETY: tile bounds as required.
-    let ((wp, sp), xp) = unsafe { (block_ptrs::<RB>(c, bi, 256), token_ptrs::<TT>(c, t)) };
-    let mut acc = [[[_mm256_setzero_ps(); TT]; 2]; RB];
-    for g in 0..c.groups {
-        // SAFETY: g < groups, t + TT <= tokens.
-        let mut isum = unsafe { init_sums::<RB, TT>(c, g, t) };
-        for ch in 0..4 {
-            let mut lo = [[_mm256_setzero_si256(); 2]; RB];
-            let mut hi = [[_mm256_setzero_si256(); 2]; RB];
-            if PF {
-                for r in 0..RB {
-                    _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add(g * 256 + ch * 64 + common::PREFETCH_DISTANCE).cast());
+impl QuantTier for AvxVnni {
+    fn available() -> bool {
+        available()
+    }
+
+    // Prefill: 1 row block x 4 tokens per tile.
+    const GEMM_TILE: (usize, usize) = (1, 4);
+
+    // `vpdpbusd` is u8 x s8: INT8 weights are flipped to offset binary.
+    const Q8_OFFSET_BINARY: bool = true;
+
+    /// INT8 tile: row blocks `bi..bi+RB` x tokens `t..t+TT`.
+    ///
+    /// # Safety
+    /// AVX2 + F16C + AVX-VNNI present; `bi + RB <= c.nblocks`, `t + TT <= c.tokens`,
+    /// `GemmCall` invariants with the correction attached.
+    #[target_feature(enable = "avx2,f16c,avxvnni")]
+    unsafe fn q8<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
+        let flip = _mm256_set1_epi8(-128);
+        // SAFETY: tile bounds as required.
+        let ((wp, sp), xp) = unsafe { (c.block_ptrs::<RB>(bi, 512), c.token_ptrs::<TT>(t)) };
+        let mut acc = [[[_mm256_setzero_ps(); TT]; 2]; RB];
+        for g in 0..c.groups {
+            // SAFETY: g < groups, t + TT <= tokens.
+            let mut isum = unsafe { init_sums::<RB, TT>(c, g, t) };
+            for ch in 0..8 {
+                let mut wv = [[_mm256_setzero_si256(); 2]; RB];
+                if PF {
+                    for r in 0..RB {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wp[r].wrapping_add(g * 512 + ch * 64 + driver::PREFETCH_DISTANCE).cast(),
+                        );
+                    }
                 }
-            }
-            for r in 0..RB {
-                for h in 0..2 {
-                    // SAFETY: 32 bytes of chunk ch of group g (256 bytes) of the row block.
-                    let raw = unsafe { _mm256_loadu_si256(wp[r].add(g * 256 + ch * 64 + h * 32).cast()) };
-                    lo[r][h] = _mm256_and_si256(raw, low);
-                    hi[r][h] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
-                }
-            }
-            for i in 0..TT {
-                // SAFETY: 4 bytes at 32 g + 4 ch and 32 g + 4 (ch + 4) < cols_padded.
-                let (xl, xh) = unsafe {
-                    (
-                        xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned(),
-                        xp[i].add(g * GROUP + (ch + 4) * 4).cast::<i32>().read_unaligned(),
-                    )
-                };
-                let (xl, xh) = (_mm256_set1_epi32(xl), _mm256_set1_epi32(xh));
                 for r in 0..RB {
                     for h in 0..2 {
-                        isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], lo[r][h], xl);
-                        isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], hi[r][h], xh);
+                        // SAFETY: 32 bytes of chunk ch of group g of the row block, in w.data.
+                        let raw = unsafe { _mm256_loadu_si256(wp[r].add(g * 512 + ch * 64 + h * 32).cast()) };
+                        wv[r][h] = _mm256_xor_si256(raw, flip);
+                    }
+                }
+                for i in 0..TT {
+                    // SAFETY: 4 bytes at 32 g + 4 ch < cols_padded of token t + i.
+                    let xb = _mm256_set1_epi32(unsafe { xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned() });
+                    for r in 0..RB {
+                        for h in 0..2 {
+                            isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], wv[r][h], xb);
+                        }
                     }
                 }
             }
+            // SAFETY: g < groups, t + TT <= tokens.
+            unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
         }
-        // SAFETY: g < groups, t + TT <= tokens.
-        unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+        // SAFETY: tile bounds as required.
+        unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
     }
-    // SAFETY: tile bounds as required.
-    unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+
+    /// INT4 tile.
+    ///
+    /// # Safety
+    /// As [`QuantTier::q8`].
+    #[target_feature(enable = "avx2,f16c,avxvnni")]
+    unsafe fn q4<const RB: usize, const TT: usize, const PF: bool>(c: &GemmCall, bi: usize, t: usize) {
+        let low = _mm256_set1_epi8(0x0F);
+        // SAFETY: tile bounds as required.
+        let ((wp, sp), xp) = unsafe { (c.block_ptrs::<RB>(bi, 256), c.token_ptrs::<TT>(t)) };
+        let mut acc = [[[_mm256_setzero_ps(); TT]; 2]; RB];
+        for g in 0..c.groups {
+            // SAFETY: g < groups, t + TT <= tokens.
+            let mut isum = unsafe { init_sums::<RB, TT>(c, g, t) };
+            for ch in 0..4 {
+                let mut lo = [[_mm256_setzero_si256(); 2]; RB];
+                let mut hi = [[_mm256_setzero_si256(); 2]; RB];
+                if PF {
+                    for r in 0..RB {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wp[r].wrapping_add(g * 256 + ch * 64 + driver::PREFETCH_DISTANCE).cast(),
+                        );
+                    }
+                }
+                for r in 0..RB {
+                    for h in 0..2 {
+                        // SAFETY: 32 bytes of chunk ch of group g (256 bytes) of the row block.
+                        let raw = unsafe { _mm256_loadu_si256(wp[r].add(g * 256 + ch * 64 + h * 32).cast()) };
+                        lo[r][h] = _mm256_and_si256(raw, low);
+                        hi[r][h] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                    }
+                }
+                for i in 0..TT {
+                    // SAFETY: 4 bytes at 32 g + 4 ch and 32 g + 4 (ch + 4) < cols_padded.
+                    let (xl, xh) = unsafe {
+                        (
+                            xp[i].add(g * GROUP + ch * 4).cast::<i32>().read_unaligned(),
+                            xp[i].add(g * GROUP + (ch + 4) * 4).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    let (xl, xh) = (_mm256_set1_epi32(xl), _mm256_set1_epi32(xh));
+                    for r in 0..RB {
+                        for h in 0..2 {
+                            isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], lo[r][h], xl);
+                            isum[r][h][i] = _mm256_dpbusd_avx_epi32(isum[r][h][i], hi[r][h], xh);
+                        }
+                    }
+                }
+            }
+            // SAFETY: g < groups, t + TT <= tokens.
+            unsafe { epilogue::<RB, TT>(c, &sp, g, t, &isum, &mut acc) };
+        }
+        // SAFETY: tile bounds as required.
+        unsafe { store_tile::<RB, TT>(c, bi, t, &acc) };
+    }
 }

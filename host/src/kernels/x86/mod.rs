@@ -5,35 +5,24 @@
 //! - `avxvnni` (+ AVX-VNNI): the quantized matmuls with 256-bit `vpdpbusd`.
 //! - `avx512` (AVX-512 F/BW/VL + VNNI): every entry on 512-bit registers.
 //!
-//! All of them are bit-identical to `saguaro_engine::kernels::scalar` (tests in `tests.rs`).
-//! A tier's entries are handed out only by its `kernels()` function after its runtime
-//! feature check, which is what makes the `#[target_feature]` calls inside them sound.
+//! Layout: `driver.rs` holds every entry once (shape checks, tiling, tile choice, the safe
+//! wrapper and its one safety argument), generic over a tier; a tier file holds only its
+//! register-tile microkernels, as implementations of `driver::FloatTier` (dot product,
+//! f32/f16/bf16 matmul tile, `quantize_row`) and `driver::QuantTier` (INT8/INT4 GEMM
+//! tiles), plus its feature check and its `kernels()` table.
+//!
+//! All of them are bit-identical to `saguaro_engine::kernels::scalar` (tests in
+//! `kernels/tier_tests.rs`, run for every tier this CPU has). A tier's entries are handed out
+//! only by its `kernels()` function after its runtime feature check, which is what makes the
+//! `#[target_feature]` calls inside them sound (see `driver`).
 
 // Tiles index small fixed-size register arrays in nested loops; plain index loops read best.
 #![allow(clippy::needless_range_loop)]
 
-/// Calls `$tile::<R, T, PF>(c, bi, t)` for the run-time tile size `(rbn, tn)` from a fixed
-/// list of instantiations; any other size (never produced by the drivers' settings) is
-/// computed one row block and one token at a time, which gives the same results.
-macro_rules! dispatch {
-    ($tile:ident, $c:expr, $rbn:expr, $tn:expr, $bi:expr, $t:expr, [$(($r:literal, $tt:literal, $pf:literal)),* $(,)?]) => {
-        match ($rbn, $tn) {
-            $(($r, $tt) => $tile::<$r, $tt, $pf>($c, $bi, $t),)*
-            _ => {
-                for b in $bi..$bi + $rbn {
-                    for tt in $t..$t + $tn {
-                        $tile::<1, 1, false>($c, b, tt);
-                    }
-                }
-            }
-        }
-    };
-}
-
 mod avx2;
 mod avx512;
 mod avxvnni;
-mod common;
+mod driver;
 pub mod elementwise;
 #[cfg(test)]
 mod tests;
