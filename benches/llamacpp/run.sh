@@ -13,7 +13,12 @@
 #     benches/RESULTS.md.
 #
 # Usage: benches/llamacpp/run.sh [--gguf FILE] [--quant int4|int8] [--prefill P] [--decode N]
-#                                [--reps R] [--no-record]
+#                                [--reps R] [--no-record] [--llama-arg ARG]...
+# --llama-arg passes one more argument to every llama-bench run and names it in the table (e.g.
+# `--llama-arg --repack --llama-arg 0`). When a llama-bench run crashes with its defaults, it is
+# run again with `--repack 0` and the table marks those cells: this llama.cpp build segfaults on
+# SmolLM2's Q4_1 GGUF for any batch of 2 or more tokens when it repacks the weights for the CPU
+# (llama-bench -p 2), while its batch-1 decode works, and is twice as fast, with the repack.
 # Environment: LLAMACPP_DIR (default /work/llamacpp: the sdist and its source), LLAMACPP_BUILD
 # (default $LLAMACPP_DIR/build; llama.cpp's own libraries are linked in statically, so only
 # $LLAMACPP_BUILD/bin/llama-bench is needed afterwards), MODELS_DIR (default benches/models,
@@ -25,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 prefill=512 decode=100 reps=5 record=1 gguf="" quant=int4
+llama_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --gguf) gguf=$2; shift 2 ;;
@@ -33,6 +39,7 @@ while [ $# -gt 0 ]; do
     --decode) decode=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --no-record) record=0; shift ;;
+    --llama-arg) llama_args+=("$2"); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -103,9 +110,20 @@ measure() {
   if ! wait "$tpid"; then
     cat "$logs/$tag.err" >&2
     echo "failed: $*" >&2
-    exit 1
+    return 1
   fi
   echo "$(tail -n 1 "$logs/$tag.time") $anon" >"$logs/$tag.mem"
+}
+
+# llama-bench with the --llama-arg arguments; when it crashes, once more with `--repack 0`
+# (recorded in $logs/norepack, marked in the table).
+llama_measure() {
+  local tag=$1; shift
+  if ! measure "$tag" "$llama_bench" ${llama_args[@]+"${llama_args[@]}"} "$@"; then
+    log "llama-bench failed with its weight repacking: again with --repack 0"
+    measure "$tag" "$llama_bench" ${llama_args[@]+"${llama_args[@]}"} --repack 0 "$@" || exit 1
+    echo "$tag" >>"$logs/norepack"
+  fi
 }
 
 # Busy CPU time of the whole machine over the measurements (/proc/stat), to tell whether
@@ -116,20 +134,20 @@ busy0=$(cpu_busy) t0=$(date +%s.%N) load0=$(cut -d' ' -f1 /proc/loadavg)
 
 # 4. llama.cpp (default settings: mmap, Q4_0 repacked for the CPU, flash attention auto).
 log "llama-bench: decode $decode tokens, 1 and 2 threads, empty context"
-measure lc_tg "$llama_bench" -m "$gguf" -p 0 -n "$decode" -t 1,2 -r "$reps" -o json
+llama_measure lc_tg -m "$gguf" -p 0 -n "$decode" -t 1,2 -r "$reps" -o json
 log "llama-bench: decode $decode tokens, 1 and 2 threads, after $prefill tokens"
-measure lc_tg_depth "$llama_bench" -m "$gguf" -p 0 -n "$decode" -d "$prefill" -t 1,2 -r "$(( reps < 3 ? reps : 3 ))" -o json
+llama_measure lc_tg_depth -m "$gguf" -p 0 -n "$decode" -d "$prefill" -t 1,2 -r "$(( reps < 3 ? reps : 3 ))" -o json
 log "llama-bench: prefill $prefill tokens, 2 threads"
-measure lc_pp "$llama_bench" -m "$gguf" -p "$prefill" -n 0 -t 2 -r "$reps" -o json
+llama_measure lc_pp -m "$gguf" -p "$prefill" -n 0 -t 2 -r "$reps" -o json
 
 # 5. Saguaro: one process per repetition (each opens the model, prefills, decodes).
 for i in $(seq "$reps"); do
   log "saguaro bench $i/$reps: prefill $prefill (2 threads), decode $decode (1 thread)"
-  measure "sg_1_$i" "$bin" bench --model "$cact" --prefill "$prefill" --decode "$decode" --threads 2 --json
+  measure "sg_1_$i" "$bin" bench --model "$cact" --prefill "$prefill" --decode "$decode" --threads 2 --json || exit 1
 done
 for i in $(seq "$reps"); do
   log "saguaro bench $i/$reps: prefill $prefill (2 threads), decode $decode (2 threads)"
-  measure "sg_2_$i" "$bin" bench --model "$cact" --prefill "$prefill" --decode "$decode" --threads 2 --decode-threads 2 --json
+  measure "sg_2_$i" "$bin" bench --model "$cact" --prefill "$prefill" --decode "$decode" --threads 2 --decode-threads 2 --json || exit 1
 done
 
 busy1=$(cpu_busy) t1=$(date +%s.%N)
@@ -138,7 +156,7 @@ busy1=$(cpu_busy) t1=$(date +%s.%N)
 fstype=$(stat -f -c %T "$models")
 other=$(awk -v b0="$busy0" -v b1="$busy1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
   'BEGIN {printf "%.1f %.1f", (b1 - b0) / hz, t1 - t0}')
-"$PYTHON" - "$logs" "$record" "$gguf" "$cact" "$src" "$prefill" "$decode" "$reps" "$fstype" $other "$synthetic" "$quant" <<'PY'
+"$PYTHON" - "$logs" "$record" "$gguf" "$cact" "$src" "$prefill" "$decode" "$reps" "$fstype" $other "$synthetic" "$quant" "${llama_args[*]-}" <<'PY'
 import datetime, json, os, platform, subprocess, sys
 
 logs, record, gguf, cact, src = sys.argv[1:6]
@@ -146,6 +164,7 @@ prefill, decode, reps = map(int, sys.argv[6:9])
 fstype = sys.argv[9]
 busy_s, wall_s = float(sys.argv[10]), float(sys.argv[11])
 synthetic, quant = sys.argv[12] == "1", sys.argv[13]
+llama_args = sys.argv[14] if len(sys.argv) > 14 else ""
 record = record == "1"
 
 def read(tag):
@@ -171,10 +190,15 @@ def mean_sd(xs):
     sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
     return m, sd
 
+norepack_path = os.path.join(logs, "norepack")
+norepack = set(open(norepack_path).read().split()) if os.path.exists(norepack_path) else set()
+
 def lc_find(threads, n_prompt, n_gen, depth):
     for r in lc:
         if (r["n_threads"], r["n_prompt"], r["n_gen"], r["n_depth"]) == (threads, n_prompt, n_gen, depth):
-            return f"{r['avg_ts']:.1f} ± {r['stddev_ts']:.1f}", r["avg_ts"]
+            tag = "lc_pp" if n_prompt else ("lc_tg_depth" if depth else "lc_tg")
+            mark = " †" if tag in norepack else ""
+            return f"{r['avg_ts']:.1f} ± {r['stddev_ts']:.1f}{mark}", r["avg_ts"]
     return "-", None
 
 cpu = "unknown"
@@ -238,6 +262,12 @@ if tg1_v:
 if td2_v:
     ratios.append(f"{s1 / td2_v:.2f}x its 2-thread decode after {prefill} tokens")
 
+repacked = "Q4_0 here" if synthetic else ("none here: repacking was off" if "--repack 0" in llama_args else "where it can")
+norepack_note = ("""- † llama-bench crashed (SIGSEGV) on this GGUF with its default weight repacking, so the
+  marked measurements ran again with `--repack 0`, its slower plain layout; the unmarked ones
+  use the repack.
+""" if norepack else "")
+extra_note = f" plus `{llama_args}` on every run" if llama_args else ""
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 if synthetic:
     title = "LFM2-8B-A1B shape"
@@ -268,16 +298,16 @@ Saguaro's 1-thread decode ({s1:.1f} tok/s) is {"; ".join(ratios)}.
 
 - llama.cpp: {commit} (vendored in the llama-cpp-python 0.3.36 sdist; ggml {ggml}), built with
   `-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON`; `llama-bench` with its defaults (mmap, weights
-  repacked for the CPU where ggml has such a layout (Q4_0 does, Q4_1 not), flash attention auto, ubatch {r0.get('n_ubatch', '?')}): `-p 0 -n {decode} -t 1,2` (empty
+  repacked for the CPU where ggml has such a layout, flash attention auto, ubatch {r0.get('n_ubatch', '?')}){extra_note}: `-p 0 -n {decode} -t 1,2` (empty
   context), the same with `-d {prefill}`, and `-p {prefill} -n 0 -t 2`; mean ± deviation of {reps} repetitions
   ({min(reps, 3)} for `-d`) after a warm-up, random token ids.
-- Saguaro: `saguaro bench --prefill {prefill} --decode {decode} --threads 2 --json`, and with
+{norepack_note}- Saguaro: `saguaro bench --prefill {prefill} --decode {decode} --threads 2 --json`, and with
   `--decode-threads 2`; mean ± deviation of {reps} processes each: a {prefill}-token prompt of fixed
   pseudo-random ids, then {decode} greedy tokens, so its decode runs after {prefill} tokens (the
   like-for-like llama.cpp column is "after {prefill} tokens"). {ids_note}
 - Memory: peak RSS is the process's maximum resident set (`/usr/bin/time`), RssAnon the
   largest value sampled from /proc every 0.5 s (llama.cpp: per llama-bench invocation). llama.cpp
-  copies the weights it repacks for the CPU (Q4_0 here) into anonymous memory while reading them through
+  copies the weights it repacks for the CPU ({repacked}) into anonymous memory while reading them through
   the mmapped file, so its peak counts both; Saguaro computes from the mmapped .cact in place.
 - Machine load: the benchmarks took {wall_s:.0f} s; other processes used {other_s:.1f} CPU-seconds
   meanwhile (busy time in /proc/stat minus the benchmarks' own).
