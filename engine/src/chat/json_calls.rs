@@ -12,7 +12,8 @@
 //! - **History**: an assistant turn's calls become that same JSON object as its content
 //!   ([`calls_content`]); a `tool` message becomes a `user` message whose content is
 //!   `{"tool_response": {"name": ..., "content": ...}}` ([`tool_response_message`]), since such
-//!   templates have no tool role.
+//!   templates have no tool role. A tool message without `name` (OpenAI's form: `tool_call_id`
+//!   only) takes the name of the earlier call with that id.
 //! - **Output**: [`JsonCallScanner`] watches the start of the answer. Text that begins with
 //!   `{"tool_calls"` (whitespace allowed before and inside the brace) is a call block: it is held
 //!   back from the response until the JSON object closes, then parsed like LFM2's JSON calls

@@ -53,6 +53,9 @@ pub fn template_messages(messages: &[Message], template_reads_tool_calls: bool) 
 /// carrying `{"tool_response": ...}`, see [`json_calls`]).
 pub fn template_messages_for(messages: &[Message], template_reads_tool_calls: bool, format: ToolFormat) -> Result<Vec<Value>> {
     let mut out = Vec::with_capacity(messages.len());
+    // Tool-call ids seen so far and their function names: an OpenAI `tool` message names its
+    // call by `tool_call_id` only, while the JSON convention's tool response carries the name.
+    let mut call_names: Vec<(Value, Value)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let mut obj = Map::new();
         obj.insert("role".into(), Value::String(m.role.clone()));
@@ -70,6 +73,11 @@ pub fn template_messages_for(messages: &[Message], template_reads_tool_calls: bo
                 .enumerate()
                 .map(|(j, c)| normalize_tool_call(c).map_err(|e| Error::Input(format!("messages[{i}].tool_calls[{j}]: {e}"))))
                 .collect::<Result<Vec<_>>>()?;
+            for call in &calls {
+                if let (Some(id), Some(name)) = (call.get("id"), call.get("function").and_then(|f| f.get("name"))) {
+                    call_names.push((id.clone(), name.clone()));
+                }
+            }
             if template_reads_tool_calls {
                 obj.insert("tool_calls".into(), Value::Array(calls));
             } else if !calls.is_empty() {
@@ -91,6 +99,12 @@ pub fn template_messages_for(messages: &[Message], template_reads_tool_calls: bo
             }
         }
         if format == ToolFormat::Json && !template_reads_tool_calls && m.role == "tool" {
+            if !obj.get("name").is_some_and(Value::is_string) {
+                let named = obj.get("tool_call_id").and_then(|id| call_names.iter().rev().find(|(c, _)| c == id));
+                if let Some((_, name)) = named {
+                    obj.insert("name".into(), name.clone());
+                }
+            }
             out.push(json_calls::tool_response_message(&obj));
             continue;
         }
@@ -144,6 +158,15 @@ mod tests {
         let json_form = template_messages_for(&m, false, ToolFormat::Json).unwrap();
         assert_eq!(json_form[1], json!({"role": "assistant", "content": "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"a\": 1}}]}"}));
         assert_eq!(json_form[3], json!({"role": "user", "content": "{\"tool_response\": {\"name\": \"f\", \"content\": \"42\"}}"}));
+        // An OpenAI tool message names its call by id only: the response takes the call's name.
+        let by_id = vec![
+            msg(json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "g", "arguments": {}}}]})),
+            msg(json!({"role": "tool", "tool_call_id": "c1", "content": "7"})),
+            msg(json!({"role": "tool", "tool_call_id": "unknown", "content": "8"})),
+        ];
+        let by_id = template_messages_for(&by_id, false, ToolFormat::Json).unwrap();
+        assert_eq!(by_id[1], json!({"role": "user", "content": "{\"tool_response\": {\"name\": \"g\", \"content\": \"7\"}}"}));
+        assert_eq!(by_id[2], json!({"role": "user", "content": "{\"tool_response\": {\"content\": \"8\"}}"}));
         // A template that reads tool_calls gets them, and its tool messages, as they are.
         let read = template_messages_for(&m, true, ToolFormat::Json).unwrap();
         assert_eq!(read[1], with[1]);
