@@ -185,3 +185,39 @@ fn gguf_files_match_transformers_on_their_weights() {
         assert!(s.min_cosine >= 0.995 && s.top1_agreement >= 0.8, "{fixture}-{kind}.gguf int8: {s:?}");
     }
 }
+
+/// Sessions rewind a Llama or Gemma state to any earlier position (`State::checkpoint_at`, no
+/// conv tails to restore): going back and continuing with other tokens must give the bits of a
+/// state that only ever saw the kept prefix, also past a Gemma sliding window. LFM2 states, whose
+/// conv tails are gone, refuse.
+#[test]
+fn rewinding_to_an_earlier_position_gives_the_bits_of_a_fresh_state() {
+    for name in FAMILY_FIXTURES {
+        let (model, r) = load(name);
+        let seq = r.full_sequence();
+        let other: Vec<u32> = seq.iter().rev().copied().collect();
+        for keep in [1, seq.len() / 2, seq.len() - 1] {
+            let mut state = model.new_state();
+            model.forward(&mut state, &seq, LogitsMode::None).unwrap();
+            let checkpoint = state.checkpoint_at(keep).unwrap_or_else(|| panic!("{name}: no checkpoint at {keep}"));
+            state.rollback(&checkpoint);
+            let rewound = model.forward(&mut state, &other[..4], LogitsMode::All).unwrap();
+            let mut fresh_state = model.new_state();
+            let mut prompt = seq[..keep].to_vec();
+            prompt.extend_from_slice(&other[..4]);
+            let fresh = model.forward(&mut fresh_state, &prompt, LogitsMode::All).unwrap();
+            let tail = &fresh[keep * model.config.vocab_size..];
+            assert!(
+                rewound.iter().zip(tail).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: rewound to {keep} differs from a fresh state"
+            );
+            assert_eq!(state, fresh_state, "{name}: states differ after rewinding to {keep}");
+        }
+        assert!(model.new_state().checkpoint_at(1).is_none(), "{name}: a checkpoint ahead of the state");
+    }
+    let lfm2 = saguaro_host::load_model(&fixture_path("hybrid-gqa")).unwrap();
+    let mut state = lfm2.new_state();
+    lfm2.forward(&mut state, &[1, 2, 3, 4], LogitsMode::None).unwrap();
+    assert!(state.checkpoint_at(2).is_none(), "an LFM2 state cannot go back without its conv tails");
+    assert_eq!(state.checkpoint_at(4), Some(state.checkpoint()));
+}

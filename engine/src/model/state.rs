@@ -197,6 +197,22 @@ impl State {
         }
     }
 
+    /// A checkpoint at an earlier position `pos` of this sequence, taken after the fact: possible
+    /// when no layer has a conv tail (Llama, Gemma: the KV caches just truncate), or when `pos` is
+    /// the current position. `None` otherwise (an LFM2 conv layer's tail at an earlier position is
+    /// gone) or when `pos` is ahead of the state. Rolling back to it gives the state this sequence
+    /// had after its first `pos` tokens, bit for bit.
+    pub fn checkpoint_at(&self, pos: usize) -> Option<Checkpoint> {
+        if pos == self.pos {
+            return Some(self.checkpoint());
+        }
+        let has_conv = self.layers.iter().any(|l| matches!(l, LayerState::Conv { .. }));
+        (pos < self.pos && !has_conv).then(|| Checkpoint {
+            pos,
+            conv_tails: Vec::new(),
+        })
+    }
+
     /// Returns to `checkpoint`: truncates the KV caches to its position and restores the conv
     /// tails. The result is bit-identical to the state when the checkpoint was taken provided
     /// that, since then, this state has only processed more tokens (no [`State::reset`], no

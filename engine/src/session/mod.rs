@@ -17,7 +17,10 @@
 //! the prompt's last logits. When the new prompt diverges inside the generated part (the
 //! template re-renders the answer differently, a stop sequence cut it), the state rolls back to
 //! the snapshot if the new prompt extends the previous prompt, and everything is prefilled again
-//! otherwise (the snapshot is then dropped: its KV positions were in the state just cleared). A
+//! otherwise (the snapshot is then dropped: its KV positions were in the state just cleared).
+//! A model without conv layers (Llama, Gemma) can go back to any position by truncating its KV
+//! caches ([`crate::model::State::checkpoint_at`]), so there the state keeps the whole common
+//! prefix, e.g. a forced tool call's tokens up to where their re-tokenized text differs. A
 //! prompt identical to the previous one reuses the snapshot's logits and prefills nothing. Reuse
 //! is exact: the forward pass gives the same bits for a token whether it comes in a batch or
 //! alone.

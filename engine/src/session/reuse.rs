@@ -119,18 +119,35 @@ impl Session {
         }
         let live = common_prefix(&self.tokens, prompt);
         if !(live == self.tokens.len() && live < prompt.len()) {
-            match self
+            // The prompt leaves the live tokens (or ends inside them). Two ways back: the
+            // snapshot (the end of the last prompt), or, for a model without conv layers, any
+            // earlier position, e.g. inside the last answer when the prompt's history holds it
+            // tokenized differently. The prompt's last token always runs (its logits are needed).
+            let keep = live.min(prompt.len() - 1);
+            let snapshot_len = self
                 .snapshot
                 .as_ref()
                 .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
-            {
-                Some(s) => Self::roll_back_to(&mut self.state, &mut self.tokens, s),
-                None => {
-                    self.state.reset();
-                    self.tokens.clear();
-                    // The snapshot's positions were in the state just cleared.
+                .map(|s| s.tokens.len());
+            let rewind = self
+                .state
+                .checkpoint_at(keep)
+                .filter(|_| keep > 0 && snapshot_len.is_none_or(|n| keep > n));
+            if let Some(checkpoint) = rewind {
+                self.state.rollback(&checkpoint);
+                self.tokens.truncate(keep);
+                if self.snapshot.as_ref().is_some_and(|s| !self.tokens.starts_with(&s.tokens)) {
+                    // Its position is gone from the state.
                     self.snapshot = None;
                 }
+            } else if snapshot_len.is_some() {
+                let s = self.snapshot.as_ref().expect("checked above");
+                Self::roll_back_to(&mut self.state, &mut self.tokens, s);
+            } else {
+                self.state.reset();
+                self.tokens.clear();
+                // The snapshot's positions were in the state just cleared.
+                self.snapshot = None;
             }
         }
         Ok(PrefillStart::From(self.tokens.len()))
