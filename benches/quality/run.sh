@@ -5,7 +5,9 @@
 # Markdown table recorded in docs/quantization.md.
 #   smollm2  SmolLM2-135M-Instruct, Q4_1 GGUF: prompts in its ChatML chat template
 #   gemma3   Gemma 3 270M (base), Q4_K_M GGUF (Q4_K and Q6_K blocks): plain-text prompts after BOS
-# Usage: benches/quality/run.sh [smollm2|gemma3]   (default smollm2; needs node; builds the
+#   smollm2-q4_0  SmolLM2's GGUF requantized to Q4_0 (requant_gguf.py, in a venv with the PyPI
+#            packages gguf and numpy): int4 should hold its weights exactly (issue 15, item 6)
+# Usage: benches/quality/run.sh [smollm2|gemma3|smollm2-q4_0]   (default smollm2; needs node; builds the
 #        release CLI and the npm package when they are missing; SAGUARO_BIN / SAGUARO_NPM_TARBALL
 #        to use given ones)
 set -euo pipefail
@@ -14,11 +16,21 @@ cd "$root"
 
 name=${1:-smollm2}
 case "$name" in
-  smollm2) format=chatml ;;
+  smollm2|smollm2-q4_0) format=chatml ;;
   gemma3) format=plain ;;
-  *) echo "usage: benches/quality/run.sh [smollm2|gemma3]" >&2; exit 2 ;;
+  *) echo "usage: benches/quality/run.sh [smollm2|gemma3|smollm2-q4_0]" >&2; exit 2 ;;
 esac
-gguf=$(./scripts/get-model.sh "$name" | tail -n 1)
+gguf=$(./scripts/get-model.sh "${name%-q4_0}" | tail -n 1)
+if [ "$name" = smollm2-q4_0 ]; then
+  venv=${SAGUARO_CACHE:-$HOME/.cache/saguaro}/venv-gguf
+  if ! "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet gguf numpy
+  fi
+  q4_0=${gguf%.Q4_1.gguf}.Q4_0.gguf
+  [ -f "$q4_0" ] || "$venv/bin/python" benches/quality/requant_gguf.py "$gguf" "$q4_0"
+  gguf=$q4_0
+fi
 bin=${SAGUARO_BIN:-}
 if [ -z "$bin" ]; then
   cargo build --quiet --release --locked -p saguaro-host --no-default-features

@@ -268,7 +268,10 @@ pub fn convert<W: Write>(
         .map(|s| TensorPlan {
             name: s.name.clone(),
             dtype: match s.role {
-                Role::Matrix => quant.matrix_dtype(),
+                Role::Matrix => match source.matrix_dtype_floor(&s.name) {
+                    Some(floor) if bits_per_weight(floor) > bits_per_weight(quant.matrix_dtype()) => floor,
+                    _ => quant.matrix_dtype(),
+                },
                 Role::Exact => TensorDType::F32,
             },
             shape: s.shape.iter().map(|&d| d as u64).collect(),
@@ -315,6 +318,16 @@ pub fn convert<W: Write>(
     }
     progress(specs.len(), specs.len(), "");
     writer.finish()
+}
+
+/// Nominal bits per weight of a matrix dtype, to compare precisions.
+fn bits_per_weight(dtype: TensorDType) -> u32 {
+    match dtype {
+        TensorDType::F32 => 32,
+        TensorDType::F16 | TensorDType::Bf16 => 16,
+        TensorDType::Q8 => 8,
+        TensorDType::Q4 => 4,
+    }
 }
 
 fn check_range(name: &str, values: &[f32], limit: f32, what: &str) -> Result<()> {

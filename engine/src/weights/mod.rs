@@ -72,6 +72,15 @@ pub trait TensorSource {
         crate::quant::ScaleRule::Amax
     }
 
+    /// The most compact matrix dtype that still holds what this source stores for `name`, when
+    /// the source's own recipe kept that tensor finer than its other matrices: llama.cpp's 4-bit
+    /// files keep the token embedding (the tied LM head) at Q8_0 or Q6_K, and a conversion to
+    /// int4 then stores it as int8 instead of rounding it a second time, coarser. `None` (the
+    /// default): no floor, every matrix gets the requested dtype.
+    fn matrix_dtype_floor(&self, _name: &str) -> Option<crate::format::TensorDType> {
+        None
+    }
+
     /// The tensor called `name` as f32, checked against the expected shape.
     fn f32_tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let raw = self

@@ -392,6 +392,55 @@ impl Meta<'_, '_> {
     }
 }
 
+/// Nominal bits per weight of a GGUF tensor type (block overheads aside), to compare them.
+fn nominal_bits(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 | GgmlType::I32 => 32,
+        GgmlType::F16 | GgmlType::BF16 | GgmlType::I16 => 16,
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K | GgmlType::I8 => 8,
+        GgmlType::Q6_K => 6,
+        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 5,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::IQ4_XS => 4,
+        GgmlType::Q3_K | GgmlType::IQ3_XXS | GgmlType::IQ3_S => 3,
+        GgmlType::Q2_K | GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => 2,
+        GgmlType::IQ1_S => 1,
+        #[allow(unreachable_patterns)]
+        _ => 32,
+    }
+}
+
+impl GgufFile<'_> {
+    /// The GGUF type of the tensor a Hugging Face name maps to (whole or stacked-expert tensor).
+    fn source_ggml_type(&self, hf_name: &str) -> Option<GgmlType> {
+        match self.architecture() {
+            Some(arch @ ("llama" | "gemma3")) => {
+                let gguf_name = super::llama::llama_family_gguf_name(hf_name, arch == "gemma3")?;
+                self.tensor_info(&gguf_name).map(|info| info.ggml_type)
+            }
+            _ => match hf_to_gguf_name(hf_name)? {
+                GgufName::Tensor(n) => self.find(&n).map(|info| info.ggml_type),
+                GgufName::Expert { tensor, .. } => self.find(&tensor).map(|info| info.ggml_type),
+            },
+        }
+    }
+
+    /// The most common type among the file's tensors of two or more dimensions (first seen
+    /// on ties): the type its quantization recipe is named after.
+    fn main_matrix_type(&self) -> Option<GgmlType> {
+        let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+        for info in self.tensors().iter().filter(|t| t.dims.len() >= 2) {
+            match counts.iter_mut().find(|(t, _)| *t == info.ggml_type) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((info.ggml_type, 1)),
+            }
+        }
+        counts.iter().fold(None, |best: Option<(GgmlType, usize)>, &(t, n)| match best {
+            Some((_, m)) if m >= n => best,
+            _ => Some((t, n)),
+        }).map(|(t, _)| t)
+    }
+}
+
 impl TensorSource for GgufFile<'_> {
     /// Serves tensors under their Hugging Face names (Llama / Gemma 3 files: see
     /// [`super::llama`]): F32 / F16 / BF16 borrowed, Q8_0 /
@@ -399,6 +448,16 @@ impl TensorSource for GgufFile<'_> {
     /// an error.
     fn int4_scale_rule(&self) -> saguaro_engine::quant::ScaleRule {
         saguaro_engine::quant::ScaleRule::Ggml
+    }
+
+    /// int8 for a matrix the file stores finer than its main matrix type (the most common
+    /// type among its tensors of two or more dimensions) with more than 4 bits: the token
+    /// embedding at Q8_0 / Q6_K in a Q4 file, Q6_K tensors of a Q4_K_M file. So `--quant int4`
+    /// rounds only what the file's author rounded to 4 bits.
+    fn matrix_dtype_floor(&self, name: &str) -> Option<saguaro_engine::format::TensorDType> {
+        let ty = self.source_ggml_type(name)?;
+        let main = self.main_matrix_type()?;
+        (nominal_bits(ty) > 4 && nominal_bits(ty) > nominal_bits(main)).then_some(saguaro_engine::format::TensorDType::Q8)
     }
 
     fn tensor(&self, name: &str) -> Result<Option<RawTensor<'_>>> {
