@@ -274,15 +274,17 @@ if synthetic:
     about = f"""One random-weight LFM2-8B-A1B-shaped model (8.3 B parameters, 32 experts top-4, 24 layers) for
 both engines: `benches/llamacpp/make_moe_gguf.py` writes it as a GGUF (`lfm2moe`, every matrix
 Q4_0 including the tied embedding; router, expert bias, norms and conv taps F32; {gb(os.path.getsize(gguf))}) and
-`saguaro convert --quant int4` turns that same file into the .cact ({gb(os.path.getsize(cact))}; Q4_0 is
-dequantized and requantized to Saguaro's int4, both 32-weight groups with an f16 scale).
+`saguaro convert --quant int4` turns that same file into the .cact ({gb(os.path.getsize(cact))}; both
+formats are 32-weight groups with an f16 scale, and Q4_0 blocks convert to int4 without loss: the
+same weights).
 `benches/llamacpp/run.sh` made this table in one run."""
     ids_note = "On these random weights greedy\n  decoding repeats the prompt's last token, where llama-bench feeds random ids."
 else:
     title = f"{os.path.basename(gguf)} ({r0.get('model_type', '?')})"
     about = f"""The same GGUF for both engines: llama.cpp reads `{os.path.basename(gguf)}` ({gb(os.path.getsize(gguf))}) and
 `saguaro convert --quant {quant}` turns that file into the .cact ({gb(os.path.getsize(cact))}; the GGUF's blocks
-are dequantized and requantized to Saguaro's {quant}, 32-weight groups with an f16 scale).
+are converted to Saguaro's {quant}, 32-weight groups with an f16 scale: lossless from Q4_0 to int4
+and from Q8_0 to int8, re-rounded otherwise; docs/quantization.md).
 `benches/llamacpp/run.sh --gguf {os.path.basename(gguf)} --quant {quant}` made this table in one run."""
     ids_note = "Both feed token ids, not text:\n  llama-bench random ids, Saguaro a fixed pseudo-random prompt and then its own greedy tokens."
 text = f"""
