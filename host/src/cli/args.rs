@@ -1,13 +1,42 @@
-//! `--engine native|component`: where `logits`, `generate` and `complete` run. The component
-//! engine runs the WASI component guest (wit/saguaro.wit) in wasmtime, in a sandbox that sees
-//! only the model's folder (read-only), with a memory limit; its output is the native output
-//! bit for bit (timings aside).
+//! Arguments shared by several commands: threads and `--verify` ([`ThreadArgs`]), where the
+//! model runs (`--engine`, [`EngineArgs`]), and the parsers of `--tokens` and `--preset`.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use saguaro_engine::{Error, Result};
+use saguaro_engine::{Error, Preset, Result};
+use saguaro_host::runtime::LoadOptions;
 
+/// Threads and `--verify`, shared by every command that opens a model.
+#[derive(Debug, Args)]
+pub struct ThreadArgs {
+    /// Prefill threads (0 = all cores; the native engine only).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Decode threads (decode is memory-bound: 1 is usually fastest; the native engine only).
+    #[arg(long, default_value_t = 1)]
+    pub decode_threads: usize,
+    /// Check the .cact file's checksums before using it (reads the whole file once).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+impl ThreadArgs {
+    /// The settings as the library takes them.
+    pub fn options(&self) -> LoadOptions {
+        LoadOptions { threads: self.threads, decode_threads: self.decode_threads, verify: self.verify }
+    }
+
+    /// Loads a model (after `--verify`) and applies the thread settings.
+    pub fn load(&self, path: &std::path::Path) -> Result<saguaro_engine::Model> {
+        self.options().load(path)
+    }
+}
+
+/// `--engine native|component`: where `logits`, `generate`, `complete` and `bench` run. The
+/// component engine runs the WASI component guest (wit/saguaro.wit) in wasmtime, in a sandbox
+/// that sees only the model's folder (read-only), with a memory limit; its output is the native
+/// output bit for bit (timings aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EngineKind {
     /// This program, with this CPU's kernels and threads.
@@ -68,4 +97,30 @@ impl EngineArgs {
 #[cfg(not(feature = "component"))]
 pub fn unavailable() -> Error {
     Error::Input("--engine component needs a saguaro built with the `component` feature (the default)".into())
+}
+
+/// Parses `1,2,3` into token ids with an error that names the bad item.
+pub fn parse_tokens(text: &str) -> Result<Vec<u32>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::Input("the token list is empty".into()));
+    }
+    text.split(',')
+        .map(|item| {
+            let item = item.trim();
+            item.parse::<u32>()
+                .map_err(|_| Error::Input(format!("`{item}` is not a token id (expected e.g. --tokens 1,2,3)")))
+        })
+        .collect()
+}
+
+/// `--preset`: a preset name, or `none`.
+pub fn parse_preset(name: &str) -> Result<Option<Preset>> {
+    match name {
+        "none" => Ok(None),
+        _ => Preset::from_name(name).map(Some).map_err(|e| match e {
+            Error::Input(m) => Error::Input(format!("--preset: {m} or `none`")),
+            other => other,
+        }),
+    }
 }
