@@ -268,7 +268,7 @@ fn bench_prompt(vocab: u32, len: usize) -> Vec<u32> {
 #[cfg(feature = "component")]
 pub fn component(
     path: &Path,
-    open: impl FnOnce() -> Result<crate::component::ComponentModel>,
+    open: impl FnOnce() -> Result<crate::wasmtime_host::ComponentModel>,
     work: &Workload,
 ) -> Result<Value> {
     use saguaro_engine::generate::GenerateOptions;

@@ -11,7 +11,8 @@
 //!   memory hooks, opening a model with thread settings and `--verify`); [`server`]:
 //!   `saguaro serve`, the OpenAI-compatible server; [`output`]: output files that never
 //!   replace an input and never stay half-written; [`cache`]: the folder of downloaded models;
-//!   [`component`] (feature `component`): the wasmtime host that runs the WASI component guest.
+//!   [`wasmtime_host`] (feature `component`): the wasmtime host that runs the WASI component
+//!   guest (`wasm/src/component`).
 //!
 //! The CLI (src/cli, in the `saguaro` binary) follows one rule: `host/src/X.rs` holds the logic
 //! of a command, usable as a library; `host/src/cli/X.rs` only parses its arguments, calls that
@@ -20,8 +21,6 @@
 pub mod hub;
 pub mod bench;
 pub mod cache;
-#[cfg(feature = "component")]
-pub mod component;
 pub mod convert;
 pub mod gguf;
 pub mod kernels;
@@ -30,6 +29,8 @@ pub mod server;
 pub mod output;
 pub mod runtime;
 pub mod threads;
+#[cfg(feature = "component")]
+pub mod wasmtime_host;
 
 pub use loader::load_model;
 pub use saguaro_engine as engine;

@@ -78,8 +78,8 @@ impl EngineArgs {
 
     /// Loads `model` in the component (compiled, or taken from the per-user cache).
     #[cfg(feature = "component")]
-    pub fn load_component(&self, model: &std::path::Path) -> Result<saguaro_host::component::ComponentModel> {
-        use saguaro_host::component::{find_component, ComponentRuntime, Limits, DEFAULT_MEMORY_MB};
+    pub fn load_component(&self, model: &std::path::Path) -> Result<saguaro_host::wasmtime_host::ComponentModel> {
+        use saguaro_host::wasmtime_host::{find_component, ComponentRuntime, Limits, DEFAULT_MEMORY_MB};
         let mb = self.component_memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
         if mb == 0 {
             return Err(Error::Input("--component-memory-mb must be at least 1".into()));
