@@ -3,7 +3,7 @@
 //
 // Usage: node benches/wasm-node.mjs MODEL.cact PREFILL DECODE   (prints one JSON line)
 //
-// Same method as the native bench (host/src/cli/bench.rs): a deterministic prompt of PREFILL
+// Same method as the native bench (host/src/bench.rs): a deterministic prompt of PREFILL
 // ids, prefill with greedy pick of the first token (time to first token), then DECODE more
 // greedy tokens one at a time. `generateTokens` calls back synchronously after each token, so
 // the timestamps split prefill from decode inside one call.

@@ -1,10 +1,11 @@
-//! `saguaro convert` and `saguaro synth`: write `.cact` files from Hugging Face folders, GGUF
-//! files or synthetic weights, streaming tensor by tensor, with a progress bar. The output is
-//! never one of the inputs and is written whole or not at all ([`crate::output`]).
+//! `saguaro convert`, `saguaro pull` and `saguaro synth`: write `.cact` files from Hugging Face
+//! folders (local, or downloaded first), GGUF files or synthetic weights, streaming tensor by
+//! tensor, with a progress bar. The output is never one of the inputs and is written whole or
+//! not at all ([`crate::output`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use saguaro_engine::convert::{convert, Extras, Quant};
@@ -13,6 +14,7 @@ use saguaro_engine::weights::TensorSource;
 use saguaro_engine::{Error, Lfm2Config, Result};
 use serde_json::Value;
 
+use crate::hub::{download_model, HubOptions};
 use crate::loader::{map_file, HfFolder};
 use crate::output::{check_output, PartialOutput};
 
@@ -49,6 +51,25 @@ pub fn convert_path(src: &Path, out: &Path, quant: Quant, show_progress: bool) -
     } else {
         Err(Error::Io(format!("{}: no such file or folder", src.display())))
     }
+}
+
+/// Downloads `repo_id` at `revision` (default: main) with `hub`'s settings and converts it to
+/// `output`, by default `<name>-<quant>.cact` in the current folder. Returns the file written.
+pub fn pull(
+    repo_id: &str,
+    revision: Option<&str>,
+    output: Option<PathBuf>,
+    quant: Quant,
+    hub: &HubOptions,
+    show_progress: bool,
+) -> Result<PathBuf> {
+    let folder = download_model(repo_id, revision, hub)?;
+    let output = output.unwrap_or_else(|| {
+        let name = repo_id.rsplit('/').next().unwrap_or("model");
+        PathBuf::from(format!("{name}-{}.cact", quant.name()))
+    });
+    convert_path(&folder, &output, quant, show_progress)?;
+    Ok(output)
 }
 
 /// Names the GGUF file in a format error (the reader's messages name only the field).

@@ -1,4 +1,7 @@
-//! `saguaro convert` and `saguaro synth`.
+//! `saguaro convert`, `saguaro pull` and `saguaro synth`: the arguments and the one-line
+//! report of host/src/convert.rs. The three stay in one file, as their logic does: they are
+//! the three ways to write a `.cact` (from a local source, from the hub, from random weights)
+//! and share `--quant`, `-o/--output` and `--quiet`.
 
 use std::path::PathBuf;
 
@@ -64,12 +67,7 @@ pub fn pull(args: PullArgs) -> Result<()> {
     let quant: Quant = args.quant.parse()?;
     let mut opts = saguaro_host::hub::HubOptions::from_env();
     opts.progress = opts.progress && !args.quiet;
-    let folder = saguaro_host::hub::download_model(&args.repo_id, args.revision.as_deref(), &opts)?;
-    let output = args.output.unwrap_or_else(|| {
-        let name = args.repo_id.rsplit('/').next().unwrap_or("model");
-        PathBuf::from(format!("{name}-{}.cact", quant.name()))
-    });
-    saguaro_host::convert::convert_path(&folder, &output, quant, !args.quiet)?;
+    let output = saguaro_host::convert::pull(&args.repo_id, args.revision.as_deref(), args.output, quant, &opts, !args.quiet)?;
     eprintln!("wrote {} ({} from {})", output.display(), quant.name(), args.repo_id);
     Ok(())
 }

@@ -34,7 +34,7 @@ pub fn info(args: InfoArgs) -> Result<()> {
         None if args.cpu => {}
         None => return Err(Error::Input("give a .cact file, or --cpu".into())),
     }
-    super::write_stdout(o.as_bytes())
+    super::print::write_stdout(o.as_bytes())
 }
 
 fn print_model(o: &mut String, path: &std::path::Path, brief: bool) -> Result<()> {

@@ -1,22 +1,37 @@
-//! Command-line interface. Each subcommand lives in its own module; they share the
-//! argument parsing helpers here.
+//! Command-line interface: argument parsing and printing only.
+//!
+//! The rule: `host/src/X.rs` holds the logic of a command (usable as a library, documented
+//! there); `host/src/cli/X.rs` only parses the command's arguments, calls that logic and prints
+//! the result. Commands that are nothing but input and output around engine calls (`chat`'s
+//! read loop, `info`, `tokenize`, ...) have no library half.
+//!
+//! One file per subcommand, named after it: `complete`, `chat`, `run`, `logits`, `generate`,
+//! `bench`, `info`, `serve`, `verify`, `tokenize`; `convert.rs` holds `convert`, `pull` and
+//! `synth` (see its doc). Shared by several commands: [`args`] (threads, `--verify`,
+//! `--engine`, the parsers of `--tokens` and `--preset`) and [`print`] (stdout, JSON lines,
+//! streamed answers). What a session runs with on this machine (clock and memory hooks,
+//! opening a model with thread settings) is not the CLI's: it is `saguaro_host::runtime`.
 
+mod args;
 mod bench;
 mod chat;
+mod complete;
 mod convert;
-mod engine;
+mod generate;
 mod info;
+mod logits;
+mod print;
 mod run;
 mod serve;
-mod verify;
 mod tokenize;
+mod verify;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-
-pub use run::{GenerateArgs, LogitsArgs};
+pub use generate::GenerateArgs;
+pub use logits::LogitsArgs;
 
 /// Saguaro: LFM2 language models on the CPUs people already have.
 #[derive(Debug, Parser)]
@@ -43,11 +58,11 @@ enum Command {
     /// Describe a .cact file (config, parameters, tensors) and/or this CPU's kernels.
     Info(info::InfoArgs),
     /// Answer a chat request (JSON from a file or stdin) with the response JSON.
-    Complete(chat::CompleteArgs),
+    Complete(complete::CompleteArgs),
     /// Chat interactively with a model (streaming; /reset, /exit).
     Chat(chat::ChatArgs),
     /// Answer one prompt (default model: the bundled chat fixture).
-    Run(chat::RunArgs),
+    Run(run::RunArgs),
     /// Serve the model over HTTP with OpenAI's API (chat completions, completions, models).
     Serve(serve::ServeArgs),
     /// Check a .cact file's checksums (every tensor, the manifest, the tokenizer files).
@@ -66,16 +81,16 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Logits(args) => run::logits(args),
-        Command::Generate(args) => run::generate(args),
+        Command::Logits(args) => logits::logits(args),
+        Command::Generate(args) => generate::generate(args),
         Command::Convert(args) => convert::convert(args),
         Command::Synth(args) => convert::synth(args),
         Command::Pull(args) => convert::pull(args),
         Command::Info(args) => info::info(args),
         Command::Bench(args) => bench::bench(args),
-        Command::Complete(args) => chat::complete(args),
+        Command::Complete(args) => complete::complete(args),
         Command::Chat(args) => chat::chat(args),
-        Command::Run(args) => chat::run(args),
+        Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Verify(args) => verify::verify(args),
         Command::Tokenize(args) => tokenize::tokenize(args),
@@ -86,33 +101,5 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Parses `1,2,3` into token ids with an error that names the bad item.
-pub fn parse_tokens(text: &str) -> saguaro_engine::Result<Vec<u32>> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(saguaro_engine::Error::Input("the token list is empty".into()));
-    }
-    text.split(',')
-        .map(|item| {
-            let item = item.trim();
-            item.parse::<u32>().map_err(|_| {
-                saguaro_engine::Error::Input(format!("`{item}` is not a token id (expected e.g. --tokens 1,2,3)"))
-            })
-        })
-        .collect()
-}
-
-/// Writes output to stdout; a closed pipe (`saguaro info m.cact | head`) is not an error.
-pub fn write_stdout(bytes: &[u8]) -> saguaro_engine::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(saguaro_engine::Error::Io(format!("stdout: {e}")))
-        }
-        _ => Ok(()),
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use saguaro_engine::Result;
 use saguaro_host::server::{serve as run_server, ServerConfig};
 
-use super::chat::ModelArgs;
+use super::args::ThreadArgs;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
     #[command(flatten)]
-    threads: ModelArgs,
+    threads: ThreadArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use saguaro_engine::{Error, Result};
 
-use super::write_stdout;
+use super::print::write_stdout;
 
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {

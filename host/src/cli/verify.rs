@@ -18,7 +18,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     let regions = saguaro_host::loader::verify_file(&args.file)?;
     let file = saguaro_host::loader::open_cact(&args.file)?;
     let m = &file.manifest;
-    super::write_stdout(
+    super::print::write_stdout(
         format!(
             "{}: ok ({regions} checksums match: header and manifest, {} tensors, {} files; {})\n",
             args.file.display(),

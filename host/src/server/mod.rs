@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request as HttpRequest, State};
@@ -45,7 +45,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
 use saguaro_engine::chat::ChatTemplate;
-use saguaro_engine::session::{ChatModel, Clock, Hooks};
+use saguaro_engine::session::ChatModel;
 use saguaro_engine::{Error, Response, Result};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -90,35 +90,8 @@ struct App {
     counter: AtomicU64,
 }
 
-/// The host's clock: `Instant` for timings, the system clock for templates' dates.
-struct HostClock(Instant);
-
-impl Clock for HostClock {
-    fn now_ms(&self) -> f64 {
-        self.0.elapsed().as_secs_f64() * 1000.0
-    }
-    fn unix_seconds(&self) -> Option<i64> {
-        i64::try_from(unix_now()).ok()
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Resident memory of this process in MiB (Linux: VmRSS of /proc/self/status).
-fn rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn hooks() -> Hooks {
-    Hooks {
-        clock: Some(Arc::new(HostClock(Instant::now()))),
-        ram_usage_mb: if rss_mb().is_some() { Some(Arc::new(|| rss_mb().unwrap_or(0.0))) } else { None },
-    }
 }
 
 /// A JSON body with a status.
@@ -152,7 +125,7 @@ fn build(config: &ServerConfig) -> Result<App> {
     let model_id = config.alias.clone().unwrap_or_else(|| {
         config.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| config.model.display().to_string())
     });
-    let pool = Pool::new(chat, Arc::new(raw), hooks(), config.parallel, config.queue);
+    let pool = Pool::new(chat, Arc::new(raw), crate::runtime::host_hooks(), config.parallel, config.queue);
     Ok(App {
         pool: Arc::new(pool),
         caps: Caps::detect(),

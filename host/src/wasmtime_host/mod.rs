@@ -1,4 +1,6 @@
-//! The wasmtime host of the Saguaro WASI component (`wit/saguaro.wit`, world `saguaro`).
+//! The wasmtime host of the Saguaro WASI component (`wit/saguaro.wit`, world `saguaro`); the
+//! guest it runs is `wasm/src/component`. The feature that builds this module keeps the name
+//! `component`, as does `--engine component`.
 //!
 //! The guest (`wasm/`, built for wasm32-wasip2) runs the same engine as the native host, so its
 //! logits and tokens are the native ones bit for bit (contract 2 of the design). This module

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use saguaro_engine::generate::GenerateOptions;
 use saguaro_engine::Error;
-use saguaro_host::component::{CacheUse, ComponentRuntime, Limits, BUILT_RELATIVE, CACHE_ENV, COMPONENT_ENV};
+use saguaro_host::wasmtime_host::{CacheUse, ComponentRuntime, Limits, BUILT_RELATIVE, CACHE_ENV, COMPONENT_ENV};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_saguaro");
