@@ -1,4 +1,4 @@
-//! The one request/response schema every surface speaks (design.md, "One API, every surface").
+//! The one request/response schema every surface speaks (docs/design.md §API).
 //!
 //! Field names are Cactus's, so apps can switch. A request is JSON like
 //!
@@ -551,7 +551,7 @@ pub const NEUTRAL: SamplingDefaults =
 /// override it value by value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Preset {
-    /// LiquidAI's recommended sampling for LFM2 (lfm2-spec.md, the LFM2 model cards):
+    /// LiquidAI's recommended sampling for LFM2 (docs/lfm2.md §Sampling, from the model cards):
     /// temperature 0.3, min_p 0.15, repetition_penalty 1.05 (top_k off, top_p 1).
     #[serde(rename = "lfm2")]
     Lfm2,

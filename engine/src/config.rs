@@ -9,7 +9,7 @@
 //! [`ModelConfig::from_json`] and the family functions below for their keys and defaults.
 //!
 //! Every LFM2 rule here follows transformers' `Lfm2Config` / `Lfm2MLP` (the reference), as
-//! summarised in `shared/lfm2-spec.md`:
+//! summarised in docs/lfm2.md §Config:
 //! - `layer_types` wins; else built from `full_attn_idxs`; if both are absent every layer is
 //!   attention.
 //! - FFN width: `block_ff_dim` wins over `intermediate_size`; with `block_auto_adjust_ff_dim`

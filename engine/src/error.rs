@@ -1,4 +1,4 @@
-//! The one error type of the engine (design contract 5): what went wrong, where, why.
+//! The one error type of the engine (docs/design.md §Errors): what went wrong, where, why.
 //! Every surface maps it: the CLI prints it and exits 1, JS gets an `Error` with `code`,
 //! the component returns it in a WIT `result`.
 

@@ -2,7 +2,8 @@
 //!
 //! It runs LiquidAI LFM2 models from bytes: no file or network I/O and no required threads,
 //! so the same code serves the native host, WebAssembly in browsers and Node, and the WASI
-//! component. See `shared/design.md` for the contracts this crate keeps:
+//! component. See docs/design.md for the contracts this crate keeps (§Bytes, §Determinism,
+//! §Kernels, §Errors):
 //! bytes in (no I/O), the same answer everywhere (canonical f32 reduction order, `libm`
 //! transcendentals), a kernel table that hosts may override, and errors instead of panics.
 //!

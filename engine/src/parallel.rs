@@ -1,4 +1,4 @@
-//! Threads without requiring them (design contract 4). The engine splits work into
+//! Threads without requiring them (docs/design.md §Threads). The engine splits work into
 //! independent tasks and asks a [`Parallel`] runner to execute them; the native host plugs
 //! in a thread pool made once, WebAssembly and tests use [`Serial`]. Work is split so that
 //! every output element is computed by exactly the same operations whatever the number of

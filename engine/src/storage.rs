@@ -1,4 +1,4 @@
-//! Model bytes held in place (design contract 1): a memory map on native hosts, a buffer
+//! Model bytes held in place (docs/design.md §Bytes): a memory map on native hosts, a buffer
 //! in linear memory in WebAssembly. Weights are views into these bytes, never copies.
 
 use std::sync::Arc;

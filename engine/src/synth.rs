@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::generate::SplitMix64;
 use crate::weights::{DType, RawTensor, TensorSource};
 
-/// The published LFM2 shapes (lfm2-spec.md, "Family").
+/// The published LFM2 shapes (docs/lfm2.md §Family).
 pub const SHAPES: &[&str] = &["lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-8b-a1b", "lfm2-24b-a2b"];
 
 /// config.json of a published shape.

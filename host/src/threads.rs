@@ -1,5 +1,5 @@
 //! The native thread pool: made once (rayon), plugged into models as their prefill runner.
-//! Decode stays on one thread unless asked (it is memory-bound; design contract 4).
+//! Decode stays on one thread unless asked (it is memory-bound; docs/design.md §Threads).
 
 use std::sync::Arc;
 

@@ -212,7 +212,9 @@ fn quantized_tensors_are_the_ggml_quantization_of_the_weights() {
     let st = SafetensorsSource::new(&[("model.safetensors".to_string(), st_bytes.as_slice())]).unwrap();
     let check_bytes = read("gguf/dequant-check.gguf");
     let check = GgufFile::parse(&check_bytes).unwrap();
-    for (file, ty) in [("gguf/hybrid-gqa-q8_0.gguf", GgmlType::Q8_0), ("gguf/hybrid-gqa-q4_0.gguf", GgmlType::Q4_0)] {
+    let files =
+        [("gguf/hybrid-gqa-q8_0.gguf", GgmlType::Q8_0, "Q8_0"), ("gguf/hybrid-gqa-q4_0.gguf", GgmlType::Q4_0, "Q4_0")];
+    for (file, ty, ty_name) in files {
         let bytes = read(file);
         let gguf = GgufFile::parse(&bytes).unwrap();
         let mut quantized = 0;
@@ -247,10 +249,10 @@ fn quantized_tensors_are_the_ggml_quantization_of_the_weights() {
         // blocks, and gguf-py's dequantization of them is what the engine gets.
         let name = "model.layers.0.feed_forward.w1.weight";
         let view = gguf.raw_tensor(name).unwrap().unwrap();
-        let check_x = check.tensor_info(&format!("{}.x", ty.name())).unwrap();
+        let check_x = check.tensor_info(&format!("{ty_name}.x")).unwrap();
         assert_eq!(view.bytes, &check_x.data[..view.bytes.len()]);
         let got = gguf.tensor(name).unwrap().unwrap().to_f32();
-        let expect = f32s(check.tensor_info(&format!("{}.dequant", ty.name())).unwrap().data);
+        let expect = f32s(check.tensor_info(&format!("{ty_name}.dequant")).unwrap().data);
         assert!(got.iter().zip(&expect).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
@@ -296,23 +298,25 @@ fn q8_0_and_q4_0_blocks_convert_to_int8_and_int4_without_loss() {
 fn dequantization_matches_gguf_py_bit_for_bit() {
     let bytes = read("gguf/dequant-check.gguf");
     let gguf = GgufFile::parse(&bytes).unwrap();
+    // (type, its ggml name as make_gguf.py names the tensors, shape): rows of 64 for the
+    // 32-element blocks, of 256 for the K-quants' super-blocks.
     let types = [
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
+        (GgmlType::Q8_0, "Q8_0", [195, 64]),
+        (GgmlType::Q4_0, "Q4_0", [195, 64]),
+        (GgmlType::Q4_1, "Q4_1", [195, 64]),
+        (GgmlType::Q5_0, "Q5_0", [195, 64]),
+        (GgmlType::Q5_1, "Q5_1", [195, 64]),
+        (GgmlType::Q4_K, "Q4_K", [8, 256]),
+        (GgmlType::Q5_K, "Q5_K", [8, 256]),
+        (GgmlType::Q6_K, "Q6_K", [8, 256]),
     ];
-    for ty in types {
-        let x = gguf.tensor_info(&format!("{}.x", ty.name())).unwrap();
-        let shape = if ty.block_size() == 32 { vec![195, 64] } else { vec![8, 256] };
+    for (ty, name, shape) in types {
+        let x = gguf.tensor_info(&format!("{name}.x")).unwrap();
+        let shape = shape.to_vec();
         assert_eq!((x.ggml_type, x.shape()), (ty, shape.clone()));
         let got = gguf.read_tensor(x).unwrap();
         assert_eq!((got.dtype, &got.shape), (DType::F32, &shape));
-        let expect = f32s(gguf.tensor_info(&format!("{}.dequant", ty.name())).unwrap().data);
+        let expect = f32s(gguf.tensor_info(&format!("{name}.dequant")).unwrap().data);
         let got = got.to_f32();
         assert_eq!(got.len(), expect.len());
         for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
@@ -358,8 +362,214 @@ fn config_json_from_lfm2_metadata() {
 }
 
 // ------------------------------------------------------------------------------------------
-// A GGUF writer for synthetic files
+// A GGUF writer for synthetic files, and an independent reading of GGUF headers
 // ------------------------------------------------------------------------------------------
+//
+// Both are written from the GGUF specification (ggml's docs/gguf.md) and ggml.h, not from
+// host/src/gguf: type ids are the numbers of the specification, sizes come from ggml's block
+// structs, so the reader is checked against the format rather than against itself.
+//
+// File layout (little-endian): "GGUF" | u32 version | u64 tensor_count | u64 kv_count |
+// kv_count x (string key | u32 value type | value) | tensor_count x (string name | u32 n_dims |
+// n_dims x u64 ne | u32 ggml type | u64 offset) | zero padding to `general.alignment` (a u32,
+// default 32) | data. A string is a u64 length and its bytes; an array a u32 element type, a
+// u64 count and the elements. Tensor offsets count from the start of the data.
+
+/// `enum gguf_type`: the metadata value types.
+mod gguf_type {
+    pub const U8: u32 = 0;
+    pub const I8: u32 = 1;
+    pub const U16: u32 = 2;
+    pub const I16: u32 = 3;
+    pub const U32: u32 = 4;
+    pub const I32: u32 = 5;
+    pub const F32: u32 = 6;
+    pub const BOOL: u32 = 7;
+    pub const STRING: u32 = 8;
+    pub const ARRAY: u32 = 9;
+    pub const U64: u32 = 10;
+    pub const I64: u32 = 11;
+    pub const F64: u32 = 12;
+}
+
+/// `enum ggml_type` (ggml.h): the tensor types these tests write or meet.
+mod ggml_type {
+    pub const F32: u32 = 0;
+    pub const F16: u32 = 1;
+    pub const Q4_0: u32 = 2;
+    pub const Q4_1: u32 = 3;
+    pub const Q5_0: u32 = 6;
+    pub const Q5_1: u32 = 7;
+    pub const Q8_0: u32 = 8;
+    pub const Q3_K: u32 = 11;
+    pub const Q4_K: u32 = 12;
+    pub const Q5_K: u32 = 13;
+    pub const Q6_K: u32 = 14;
+    pub const I32: u32 = 26;
+    pub const F64: u32 = 28;
+    pub const BF16: u32 = 30;
+
+    /// (elements per block, bytes per block) from ggml's block structs: `block_q4_0` is an f16
+    /// scale and 16 bytes of nibbles, `block_q4_1` adds an f16 min, `block_q5_0` a u32 of
+    /// fifth bits, `block_q5_1` both, `block_q8_0` an f16 scale and 32 int8; the K-quants hold
+    /// 256 elements (`block_q3_K`: 32 + 64 + 12 bytes + f16; `block_q4_K`: 2 x f16 + 12 + 128;
+    /// `block_q5_K`: that + 32; `block_q6_K`: 128 + 64 + 16 + f16).
+    pub fn block(ty: u32) -> Option<(u64, u64)> {
+        Some(match ty {
+            F32 | I32 => (1, 4),
+            F16 | BF16 => (1, 2),
+            F64 => (1, 8),
+            Q4_0 => (32, 2 + 16),
+            Q4_1 => (32, 2 + 2 + 16),
+            Q5_0 => (32, 2 + 4 + 16),
+            Q5_1 => (32, 2 + 2 + 4 + 16),
+            Q8_0 => (32, 2 + 32),
+            Q3_K => (256, 32 + 64 + 12 + 2),
+            Q4_K => (256, 2 + 2 + 12 + 128),
+            Q5_K => (256, 2 + 2 + 12 + 32 + 128),
+            Q6_K => (256, 128 + 64 + 16 + 2),
+            _ => return None,
+        })
+    }
+}
+
+/// A metadata value as the specification encodes it.
+#[derive(Debug, Clone, PartialEq)]
+enum Walked<'a> {
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    Str(&'a [u8]),
+    /// Element type and elements.
+    Arr(u32, Vec<Walked<'a>>),
+}
+
+/// One tensor info.
+struct WalkedTensor {
+    name: String,
+    /// Where its n_dims field is in the file.
+    n_dims_at: usize,
+    dims: Vec<u64>,
+    ty: u32,
+    offset: u64,
+}
+
+/// A GGUF header read by [`walk`].
+struct WalkedFile<'a> {
+    version: u32,
+    kvs: Vec<(String, u32, Walked<'a>)>,
+    tensors: Vec<WalkedTensor>,
+    alignment: u64,
+    data_offset: usize,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        s
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().unwrap())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take(8).try_into().unwrap())
+    }
+    fn string(&mut self) -> &'a [u8] {
+        let n = self.u64() as usize;
+        self.take(n)
+    }
+    /// An `n`-byte little-endian integer, sign-extended when `signed`.
+    fn int(&mut self, n: usize, signed: bool) -> Walked<'a> {
+        let b = self.take(n);
+        let mut v = [0u8; 16];
+        v[..n].copy_from_slice(b);
+        if signed && b[n - 1] & 0x80 != 0 {
+            v[n..].fill(0xff);
+        }
+        Walked::Int(i128::from_le_bytes(v))
+    }
+    fn value(&mut self, ty: u32) -> Walked<'a> {
+        match ty {
+            gguf_type::U8 => self.int(1, false),
+            gguf_type::I8 => self.int(1, true),
+            gguf_type::U16 => self.int(2, false),
+            gguf_type::I16 => self.int(2, true),
+            gguf_type::U32 => self.int(4, false),
+            gguf_type::I32 => self.int(4, true),
+            gguf_type::U64 => self.int(8, false),
+            gguf_type::I64 => self.int(8, true),
+            gguf_type::F32 => Walked::Float(f32::from_le_bytes(self.take(4).try_into().unwrap()).into()),
+            gguf_type::F64 => Walked::Float(f64::from_le_bytes(self.take(8).try_into().unwrap())),
+            gguf_type::BOOL => Walked::Bool(self.take(1)[0] != 0),
+            gguf_type::STRING => Walked::Str(self.string()),
+            gguf_type::ARRAY => {
+                let elem = self.u32();
+                let n = self.u64();
+                Walked::Arr(elem, (0..n).map(|_| self.value(elem)).collect())
+            }
+            other => panic!("value type {other} is not in the specification"),
+        }
+    }
+}
+
+/// Reads the header of a valid GGUF file by the specification alone (panics on anything else:
+/// it only ever sees valid files).
+fn walk(b: &[u8]) -> WalkedFile<'_> {
+    let mut c = Cursor { b, at: 0 };
+    assert_eq!(c.take(4), b"GGUF");
+    let version = c.u32();
+    let (n_tensors, n_kv) = (c.u64(), c.u64());
+    let mut kvs = Vec::new();
+    for _ in 0..n_kv {
+        let key = String::from_utf8(c.string().to_vec()).unwrap();
+        let ty = c.u32();
+        kvs.push((key, ty, c.value(ty)));
+    }
+    let mut tensors = Vec::new();
+    for _ in 0..n_tensors {
+        let name = String::from_utf8(c.string().to_vec()).unwrap();
+        let n_dims_at = c.at;
+        let dims = (0..c.u32()).map(|_| c.u64()).collect();
+        let (ty, offset) = (c.u32(), c.u64());
+        tensors.push(WalkedTensor { name, n_dims_at, dims, ty, offset });
+    }
+    let alignment = kvs
+        .iter()
+        .find_map(|(k, ty, v)| match (k.as_str(), *ty, v) {
+            ("general.alignment", gguf_type::U32, Walked::Int(a)) => Some(*a as u64),
+            _ => None,
+        })
+        .unwrap_or(32);
+    let data_offset = c.at.next_multiple_of(alignment as usize);
+    WalkedFile { version, kvs, tensors, alignment, data_offset }
+}
+
+/// Asserts that the reader's value `got` is the walked value `want` of type `ty`.
+fn assert_same_value(what: &str, got: &MetaValue, ty: u32, want: &Walked) {
+    assert_eq!(got.value_type().id(), ty, "{what}: value type");
+    match want {
+        Walked::Int(v) => {
+            assert_eq!(got.as_i64().map(i128::from).or(got.as_u64().map(i128::from)), Some(*v), "{what}")
+        }
+        Walked::Float(v) => assert_eq!(got.as_f64().map(f64::to_bits), Some(v.to_bits()), "{what}"),
+        Walked::Bool(v) => assert_eq!(got.as_bool(), Some(*v), "{what}"),
+        Walked::Str(v) => assert_eq!(got, &MetaValue::String(v), "{what}"),
+        Walked::Arr(elem, items) => {
+            let arr = got.as_array().unwrap_or_else(|| panic!("{what}: not an array"));
+            assert_eq!((arr.elem_type().id(), arr.len()), (*elem, items.len()), "{what}: element type, length");
+            for (i, item) in items.iter().enumerate() {
+                assert_same_value(&format!("{what}[{i}]"), &arr.get(i).unwrap(), *elem, item);
+            }
+        }
+    }
+}
+
 
 #[derive(Clone, Debug)]
 enum V {
@@ -375,25 +585,27 @@ enum V {
     F64(f64),
     Bool(bool),
     Str(&'static str),
-    Arr(ValueType, Vec<V>),
+    /// Element type (a `gguf_type` id) and elements.
+    Arr(u32, Vec<V>),
 }
 
 impl V {
-    fn ty(&self) -> ValueType {
+    /// The value's `gguf_type` id.
+    fn ty(&self) -> u32 {
         match self {
-            V::U8(_) => ValueType::U8,
-            V::I8(_) => ValueType::I8,
-            V::U16(_) => ValueType::U16,
-            V::I16(_) => ValueType::I16,
-            V::U32(_) => ValueType::U32,
-            V::I32(_) => ValueType::I32,
-            V::U64(_) => ValueType::U64,
-            V::I64(_) => ValueType::I64,
-            V::F32(_) => ValueType::F32,
-            V::F64(_) => ValueType::F64,
-            V::Bool(_) => ValueType::Bool,
-            V::Str(_) => ValueType::String,
-            V::Arr(..) => ValueType::Array,
+            V::U8(_) => gguf_type::U8,
+            V::I8(_) => gguf_type::I8,
+            V::U16(_) => gguf_type::U16,
+            V::I16(_) => gguf_type::I16,
+            V::U32(_) => gguf_type::U32,
+            V::I32(_) => gguf_type::I32,
+            V::U64(_) => gguf_type::U64,
+            V::I64(_) => gguf_type::I64,
+            V::F32(_) => gguf_type::F32,
+            V::F64(_) => gguf_type::F64,
+            V::Bool(_) => gguf_type::BOOL,
+            V::Str(_) => gguf_type::STRING,
+            V::Arr(..) => gguf_type::ARRAY,
         }
     }
 
@@ -412,7 +624,7 @@ impl V {
             V::Bool(v) => out.push(*v as u8),
             V::Str(s) => put_str(out, s.as_bytes()),
             V::Arr(elem, items) => {
-                out.extend(elem.id().to_le_bytes());
+                out.extend(elem.to_le_bytes());
                 out.extend((items.len() as u64).to_le_bytes());
                 for item in items {
                     item.encode(out);
@@ -458,14 +670,14 @@ impl Builder {
         self
     }
 
-    fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
-        self.tensors.push(T { name: name.into(), dims: dims.to_vec(), ty: ty.id(), data, offset: None });
+    fn tensor(mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> Self {
+        self.tensors.push(T { name: name.into(), dims: dims.to_vec(), ty, data, offset: None });
         self
     }
 
     fn f32_tensor(self, name: &str, dims: &[u64], values: &[f32]) -> Self {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensor(name, dims, GgmlType::F32, data)
+        self.tensor(name, dims, ggml_type::F32, data)
     }
 
     fn build(&self) -> Vec<u8> {
@@ -475,7 +687,7 @@ impl Builder {
         b.extend((self.kvs.len() as u64).to_le_bytes());
         for (k, v) in &self.kvs {
             put_str(&mut b, k.as_bytes());
-            b.extend(v.ty().id().to_le_bytes());
+            b.extend(v.ty().to_le_bytes());
             v.encode(&mut b);
         }
         let align = self.alignment.max(1);
@@ -513,7 +725,7 @@ fn small_file() -> Builder {
     Builder::new()
         .kv("general.architecture", V::Str("test"))
         .f32_tensor("a", &[4, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-        .tensor("q", &[32, 1], GgmlType::Q8_0, ggml_q8_0(&q_values()))
+        .tensor("q", &[32, 1], ggml_type::Q8_0, ggml_q8_0(&q_values()))
 }
 
 /// 32 values that Q8_0 represents exactly: d = 1/256, q = -15..=16 and 127.
@@ -542,6 +754,133 @@ fn assert_err(bytes: &[u8], needle: &str) {
 // Specific validations
 // ------------------------------------------------------------------------------------------
 
+/// Asserts that [`GgufFile::parse`] reads `bytes` as [`walk`] does: version, alignment, data
+/// offset, every metadata key, type and value in order, every tensor's name, dims, type,
+/// offset, and data (the bytes at that offset, of the size ggml's block structs give).
+fn assert_agrees_with_walk(label: &str, bytes: &[u8]) {
+    let w = walk(bytes);
+    let f = GgufFile::parse(bytes).unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!((f.version(), f.alignment(), f.data_offset()), (w.version, w.alignment, w.data_offset), "{label}");
+    assert_eq!(f.metadata().len(), w.kvs.len(), "{label}: metadata count");
+    for ((key, value), (wkey, ty, want)) in f.metadata().iter().zip(&w.kvs) {
+        assert_eq!(*key, wkey.as_str(), "{label}: metadata order");
+        assert_same_value(&format!("{label} {key}"), value, *ty, want);
+        assert_eq!(f.get(key), Some(value), "{label}: lookup of {key}");
+    }
+    assert_eq!(f.tensors().len(), w.tensors.len(), "{label}: tensor count");
+    for (t, wt) in f.tensors().iter().zip(&w.tensors) {
+        let what = format!("{label} tensor {}", wt.name);
+        assert_eq!(t.name, wt.name, "{label}: tensor order");
+        assert_eq!(t.dims.iter().map(|&d| d as u64).collect::<Vec<_>>(), wt.dims, "{what}: dims");
+        assert_eq!((t.ggml_type.id(), t.offset), (wt.ty, wt.offset), "{what}: type, offset");
+        let (per_block, block_bytes) = ggml_type::block(wt.ty).unwrap_or_else(|| panic!("{what}: type {}", wt.ty));
+        let n: u64 = wt.dims.iter().product();
+        assert_eq!(n % per_block, 0, "{what}: not whole blocks");
+        let start = w.data_offset + wt.offset as usize;
+        let end = start + (n / per_block * block_bytes) as usize;
+        let in_place = t.data.as_ptr() == bytes[start..].as_ptr() && t.data.len() == end - start;
+        assert!(in_place, "{what}: data is not bytes {start}..{end} of the file");
+        assert_eq!(f.tensor_info(&wt.name).map(|i| i.offset), Some(wt.offset), "{what}: lookup");
+    }
+}
+
+#[test]
+fn the_reader_agrees_with_an_independent_walk_of_every_file() {
+    let dir = fixtures().join("gguf");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".gguf"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 11, "fixture GGUF files: {names:?}");
+    for name in &names {
+        assert_agrees_with_walk(name, &read(&format!("gguf/{name}")));
+    }
+    assert_agrees_with_walk("moe_file", &moe_file());
+    assert_agrees_with_walk("small_file, alignment 64", &small_file().kv("general.alignment", V::U32(64)).build());
+    assert_agrees_with_walk("hand-packed blocks", &hand_packed_file().0);
+}
+
+/// One block per row of each 32-element type, packed by hand from ggml's block definitions,
+/// and the values the definitions give: (file, [(tensor, values)]).
+///
+/// - Q8_0: f16 `d`, 32 x i8 `q`; `x = d q`.
+/// - Q4_0: f16 `d`, 16 bytes, byte j = `q[j] | q[j + 16] << 4` (q in 0..16); `x = d (q - 8)`.
+/// - Q4_1: f16 `d`, f16 `m`, nibbles as Q4_0; `x = d q + m`.
+/// - Q5_0: f16 `d`, u32 `qh` (bit j = bit 4 of `q[j]`), nibbles of the low 4 bits as Q4_0;
+///   `x = d (q - 16)`.
+/// - Q5_1: f16 `d`, f16 `m`, `qh`, nibbles; `x = d q + m`.
+///
+/// Scales and mins are powers of two and small integers, so every value is exact in f16 and f32.
+#[allow(clippy::type_complexity)]
+fn hand_packed_file() -> (Vec<u8>, Vec<(&'static str, Vec<f32>)>) {
+    const ROWS: usize = 3;
+    let d = |row: usize| [0.5f32, 0.25, 2.0][row];
+    let m = |row: usize| [-3.0f32, 1.0, -0.5][row];
+    let half = |v: f32| f16::from_f32(v).to_le_bytes();
+    let nibbles = |q: &[u8]| -> Vec<u8> { (0..16).map(|j| (q[j] & 15) | ((q[j + 16] & 15) << 4)).collect() };
+    let qh = |q: &[u8]| -> [u8; 4] { (0..32).fold(0u32, |h, j| h | (u32::from(q[j] >> 4) << j)).to_le_bytes() };
+    let (mut q8, mut q4_0, mut q4_1, mut q5_0, mut q5_1) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut want: Vec<(&'static str, Vec<f32>)> =
+        ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"].iter().map(|n| (*n, Vec::new())).collect();
+    for row in 0..ROWS {
+        // Codes covering each type's whole range, different in every row.
+        let c8: Vec<i8> = (0..32).map(|j| ((j * 37 + row * 11) % 256) as u8 as i8).collect();
+        let c4: Vec<u8> = (0..32).map(|j| ((j * 5 + row) % 16) as u8).collect();
+        let c5: Vec<u8> = (0..32).map(|j| ((j * 7 + row * 3) % 32) as u8).collect();
+        q8.extend(half(d(row)));
+        q8.extend(c8.iter().map(|&q| q as u8));
+        q4_0.extend(half(d(row)));
+        q4_0.extend(nibbles(&c4));
+        q4_1.extend(half(d(row)));
+        q4_1.extend(half(m(row)));
+        q4_1.extend(nibbles(&c4));
+        q5_0.extend(half(d(row)));
+        q5_0.extend(qh(&c5));
+        q5_0.extend(nibbles(&c5));
+        q5_1.extend(half(d(row)));
+        q5_1.extend(half(m(row)));
+        q5_1.extend(qh(&c5));
+        q5_1.extend(nibbles(&c5));
+        want[0].1.extend(c8.iter().map(|&q| d(row) * f32::from(q)));
+        want[1].1.extend(c4.iter().map(|&q| d(row) * (f32::from(q) - 8.0)));
+        want[2].1.extend(c4.iter().map(|&q| d(row) * f32::from(q) + m(row)));
+        want[3].1.extend(c5.iter().map(|&q| d(row) * (f32::from(q) - 16.0)));
+        want[4].1.extend(c5.iter().map(|&q| d(row) * f32::from(q) + m(row)));
+    }
+    let sizes = (q8.len(), q4_0.len(), q4_1.len(), q5_0.len(), q5_1.len());
+    assert_eq!(sizes, (ROWS * 34, ROWS * 18, ROWS * 20, ROWS * 22, ROWS * 24));
+    let dims = [32, ROWS as u64];
+    let bytes = Builder::new()
+        .kv("general.architecture", V::Str("test"))
+        .tensor("q8_0", &dims, ggml_type::Q8_0, q8)
+        .tensor("q4_0", &dims, ggml_type::Q4_0, q4_0)
+        .tensor("q4_1", &dims, ggml_type::Q4_1, q4_1)
+        .tensor("q5_0", &dims, ggml_type::Q5_0, q5_0)
+        .tensor("q5_1", &dims, ggml_type::Q5_1, q5_1)
+        .build();
+    (bytes, want)
+}
+
+#[test]
+fn hand_packed_blocks_decode_to_their_definitions() {
+    let (bytes, want) = hand_packed_file();
+    let f = GgufFile::parse(&bytes).unwrap();
+    for (name, values) in want {
+        let info = f.tensor_info(name).unwrap();
+        assert_eq!(info.shape(), vec![3, 32], "{name}");
+        let got = f.read_tensor(info).unwrap();
+        assert_eq!((got.dtype, &got.shape), (DType::F32, &vec![3, 32]), "{name}");
+        let got = got.to_f32();
+        for (i, (g, w)) in got.iter().zip(&values).enumerate() {
+            let (row, col) = (i / 32, i % 32);
+            assert_eq!(g.to_bits(), w.to_bits(), "{name} row {row} element {col}: {g} where the definition gives {w}");
+        }
+        assert_eq!(got.len(), values.len(), "{name}");
+    }
+}
+
 #[test]
 fn valid_synthetic_files_parse() {
     let bytes = small_file().build();
@@ -568,8 +907,8 @@ fn valid_synthetic_files_parse() {
 #[test]
 fn every_metadata_type_round_trips() {
     let nested = V::Arr(
-        ValueType::Array,
-        vec![V::Arr(ValueType::I64, vec![V::I64(-1), V::I64(i64::MAX)]), V::Arr(ValueType::String, vec![V::Str("x")])],
+        gguf_type::ARRAY,
+        vec![V::Arr(gguf_type::I64, vec![V::I64(-1), V::I64(i64::MAX)]), V::Arr(gguf_type::STRING, vec![V::Str("x")])],
     );
     let bytes = Builder::new()
         .kv("u8", V::U8(200))
@@ -584,9 +923,9 @@ fn every_metadata_type_round_trips() {
         .kv("f64", V::F64(-2.25))
         .kv("bool", V::Bool(true))
         .kv("str", V::Str("héllo"))
-        .kv("arr_f32", V::Arr(ValueType::F32, vec![V::F32(1.0), V::F32(-0.5)]))
-        .kv("arr_bool", V::Arr(ValueType::Bool, vec![V::Bool(false), V::Bool(true)]))
-        .kv("arr_empty", V::Arr(ValueType::U8, vec![]))
+        .kv("arr_f32", V::Arr(gguf_type::F32, vec![V::F32(1.0), V::F32(-0.5)]))
+        .kv("arr_bool", V::Arr(gguf_type::BOOL, vec![V::Bool(false), V::Bool(true)]))
+        .kv("arr_empty", V::Arr(gguf_type::U8, vec![]))
         .kv("nested", nested)
         .build();
     let f = GgufFile::parse(&bytes).unwrap();
@@ -620,6 +959,7 @@ fn every_metadata_type_round_trips() {
     }
     assert_eq!(f.metadata().len(), 16);
     assert_eq!(f.metadata()[0].0, "u8");
+    assert_agrees_with_walk("every metadata type", &bytes);
 }
 
 #[test]
@@ -660,16 +1000,16 @@ fn rejects_huge_counts_and_lengths() {
         assert_err(&b, "metadata key #0");
     }
     // Array length beyond the file.
-    let mut b = Builder::new().kv("arr", V::Arr(ValueType::U32, vec![V::U32(1)])).build();
+    let mut b = Builder::new().kv("arr", V::Arr(gguf_type::U32, vec![V::U32(1)])).build();
     let len_at = 24 + 8 + 3 + 4 + 4;
     b[len_at..len_at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     assert_err(&b, "array length");
     b[len_at..len_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     assert_err(&b, "array length");
     // Arrays nested too deep.
-    let mut deep = V::Arr(ValueType::U8, vec![]);
+    let mut deep = V::Arr(gguf_type::U8, vec![]);
     for _ in 0..10 {
-        deep = V::Arr(ValueType::Array, vec![deep]);
+        deep = V::Arr(gguf_type::ARRAY, vec![deep]);
     }
     assert_err(&Builder::new().kv("deep", deep).build(), "nested");
     // Unknown value types.
@@ -685,23 +1025,23 @@ fn rejects_huge_counts_and_lengths() {
 fn rejects_bad_tensor_dims_types_and_offsets() {
     let f32_bytes = |n: usize| vec![0u8; 4 * n];
     // n_dims out of range.
-    assert_err(&Builder::new().tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32, f32_bytes(1)).build(), "5 dimensions");
-    assert_err(&Builder::new().tensor("t", &[], GgmlType::F32, f32_bytes(1)).build(), "0 dimensions");
+    assert_err(&Builder::new().tensor("t", &[1, 1, 1, 1, 1], ggml_type::F32, f32_bytes(1)).build(), "5 dimensions");
+    assert_err(&Builder::new().tensor("t", &[], ggml_type::F32, f32_bytes(1)).build(), "0 dimensions");
     // Element counts that overflow.
-    assert_err(&Builder::new().tensor("t", &[1 << 32, 1 << 32, 1 << 32], GgmlType::F32, vec![]).build(), "overflow");
-    assert_err(&Builder::new().tensor("t", &[u64::MAX], GgmlType::F32, vec![]).build(), "too large");
-    assert_err(&Builder::new().tensor("t", &[1 << 62, 4], GgmlType::F32, vec![]).build(), "overflow");
+    assert_err(&Builder::new().tensor("t", &[1 << 32, 1 << 32, 1 << 32], ggml_type::F32, vec![]).build(), "overflow");
+    assert_err(&Builder::new().tensor("t", &[u64::MAX], ggml_type::F32, vec![]).build(), "too large");
+    assert_err(&Builder::new().tensor("t", &[1 << 62, 4], ggml_type::F32, vec![]).build(), "overflow");
     // Byte size that overflows even though the element count fits.
-    assert_err(&Builder::new().tensor("t", &[1 << 61, 2], GgmlType::F64, vec![]).build(), "overflow");
+    assert_err(&Builder::new().tensor("t", &[1 << 61, 2], ggml_type::F64, vec![]).build(), "overflow");
     // Data larger than the file.
-    assert_err(&Builder::new().tensor("t", &[1 << 20], GgmlType::F32, f32_bytes(4)).build(), "outside the file");
+    assert_err(&Builder::new().tensor("t", &[1 << 20], ggml_type::F32, f32_bytes(4)).build(), "outside the file");
     // Unknown or removed ggml types, and rows that are not whole blocks.
-    let mut b = Builder::new().tensor("t", &[32], GgmlType::F32, f32_bytes(32));
+    let mut b = Builder::new().tensor("t", &[32], ggml_type::F32, f32_bytes(32));
     b.tensors[0].ty = 99;
     assert_err(&b.build(), "ggml type 99");
     b.tensors[0].ty = 4; // Q4_2, removed from ggml
     assert_err(&b.build(), "ggml type 4");
-    assert_err(&Builder::new().tensor("t", &[16, 2], GgmlType::Q8_0, vec![0; 34]).build(), "block size 32");
+    assert_err(&Builder::new().tensor("t", &[16, 2], ggml_type::Q8_0, vec![0; 34]).build(), "block size 32");
     // Offsets: past the end, misaligned, overflowing, overlapping.
     let mut b = small_file();
     b.tensors[1].offset = Some(1 << 20);
@@ -748,8 +1088,8 @@ fn rejects_bad_alignment() {
 fn unsupported_tensor_types_parse_but_do_not_decode() {
     let bytes = Builder::new()
         .kv("general.architecture", V::Str("lfm2"))
-        .tensor("token_embd.weight", &[256, 2], GgmlType::Q3_K, vec![0; 2 * 110])
-        .tensor("blk.0.ffn_gate.weight", &[4], GgmlType::I32, vec![0; 16])
+        .tensor("token_embd.weight", &[256, 2], ggml_type::Q3_K, vec![0; 2 * 110])
+        .tensor("blk.0.ffn_gate.weight", &[4], ggml_type::I32, vec![0; 16])
         .build();
     let f = GgufFile::parse(&bytes).unwrap();
     let err = f.tensor("model.embed_tokens.weight").unwrap_err();
@@ -781,7 +1121,7 @@ fn moe_file() -> Vec<u8> {
         .kv("lfm2moe.embedding_length", V::U32(d as u32))
         .kv("lfm2moe.feed_forward_length", V::U32(64))
         .kv("lfm2moe.attention.head_count", V::U32(4))
-        .kv("lfm2moe.attention.head_count_kv", V::Arr(ValueType::I32, vec![V::I32(0), V::I32(2), V::I32(0)]))
+        .kv("lfm2moe.attention.head_count_kv", V::Arr(gguf_type::I32, vec![V::I32(0), V::I32(2), V::I32(0)]))
         .kv("lfm2moe.rope.freq_base", V::F32(1e6))
         .kv("lfm2moe.attention.layer_norm_rms_epsilon", V::F32(1e-5))
         .kv("lfm2moe.expert_count", V::U32(e as u32))
@@ -801,7 +1141,7 @@ fn moe_file() -> Vec<u8> {
             .f32_tensor(&format!("blk.{layer}.ffn_gate_inp.weight"), &[d, e], &ramp(d * e, 0.03))
             .f32_tensor(&format!("blk.{layer}.exp_probs_b.bias"), &[e], &[0.5, -0.5, 0.25, 0.0])
             .f32_tensor(&format!("blk.{layer}.ffn_gate_exps.weight"), &[d, i, e], &gate)
-            .tensor(&format!("blk.{layer}.ffn_down_exps.weight"), &[i, d, e], GgmlType::Q8_0, ggml_q8_0(&down));
+            .tensor(&format!("blk.{layer}.ffn_down_exps.weight"), &[i, d, e], ggml_type::Q8_0, ggml_q8_0(&down));
     }
     b.f32_tensor("blk.0.shortconv.conv.weight", &[3, d], &ramp(3 * d, 0.05)).build()
 }
@@ -875,7 +1215,7 @@ fn config_errors_name_the_metadata() {
                 .kv("lfm2.embedding_length", V::U32(8))
                 .kv("lfm2.block_count", V::U32(2))
                 .kv("lfm2.attention.head_count", V::U32(2))
-                .kv("lfm2.attention.head_count_kv", V::Arr(ValueType::U32, vec![V::U32(1)])),
+                .kv("lfm2.attention.head_count_kv", V::Arr(gguf_type::U32, vec![V::U32(1)])),
             "head_count_kv",
         ),
         (
@@ -965,19 +1305,9 @@ fn truncation_at_any_length_is_an_error_not_a_panic() {
     }
 }
 
-/// Positions of each tensor info's n_dims field in a valid file.
+/// Positions of each tensor info's n_dims field in a valid file, and its n_dims.
 fn tensor_info_positions(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let f = GgufFile::parse(bytes).unwrap();
-    let header = &bytes[..f.data_offset()];
-    f.tensors()
-        .iter()
-        .map(|t| {
-            let mut pat = (t.name.len() as u64).to_le_bytes().to_vec();
-            pat.extend(t.name.as_bytes());
-            let at = header.windows(pat.len()).rposition(|w| w == pat.as_slice()).unwrap() + pat.len();
-            (at, t.dims.len())
-        })
-        .collect()
+    walk(bytes).tensors.iter().map(|t| (t.n_dims_at, t.dims.len())).collect()
 }
 
 #[test]

@@ -1,5 +1,5 @@
-// The request/response schema of every Saguaro surface (engine/src/api.rs; design.md "One API,
-// every surface"). Field names are the JSON's (snake_case), as the CLI reads and prints them.
+// The request/response schema of every Saguaro surface (engine/src/api.rs; docs/design.md
+// §API). Field names are the JSON's (snake_case), as the CLI reads and prints them.
 
 /** One chat message. Other fields (`tool_call_id`, `name`, `thinking`, ...) reach the template as they are. */
 export interface Message {

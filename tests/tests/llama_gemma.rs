@@ -1,19 +1,22 @@
 //! Llama and Gemma 3 against transformers (fixtures/make_llama_gemma_fixtures.py): f32 logits
 //! within 1e-4 at every position and identical greedy tokens, through batched prefill,
 //! token-by-token decode (prompts longer than the Gemma fixtures' sliding windows, so decode
-//! must apply the window), and prefill of a prefix followed by decode; the quantized paths
+//! must apply the window), and prefill of a prefix followed by decode
+//! (`check_against_transformers`); the quantized paths
 //! against the f32 reference with thresholds; the GGUF copies (as llama.cpp's converter writes
 //! them: permuted Llama Q/K, shifted Gemma norms) against transformers on the same weights.
 
 use saguaro_engine::convert::{convert, Extras, Quant};
 use saguaro_engine::format::CactFile;
-use saguaro_engine::generate::{generate, GenerateOptions};
 use saguaro_engine::model::Mixer;
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{Architecture, LogitsMode, Model, ModelConfig};
 use saguaro_host::gguf::GgufFile;
 use saguaro_host::loader::HfFolder;
-use saguaro_tests::{assert_rows_close, error_stats, fixture_path, fixtures_dir, max_abs_diff, Reference, FAMILY_FIXTURES};
+use saguaro_tests::{
+    assert_rows_close, check_against_transformers, error_stats, fixture_path, fixtures_dir, max_abs_diff, Reference,
+    FAMILY_FIXTURES, LOGIT_TOLERANCE,
+};
 
 fn load(name: &str) -> (Model, Reference) {
     let model = saguaro_host::load_model(&fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -25,59 +28,9 @@ fn max_diff(got: &[f32], want: &[Vec<f32>]) -> f32 {
 }
 
 #[test]
-fn batched_prefill_matches_transformers() {
+fn every_fixture_matches_transformers() {
     for name in FAMILY_FIXTURES {
-        let (model, r) = load(name);
-        let logits = model.forward(&mut model.new_state(), &r.prompt, LogitsMode::All).unwrap();
-        eprintln!("{name}: prompt max |diff| {:.2e}", max_diff(&logits, &r.prompt_logits));
-        assert_rows_close(&format!("{name} prompt"), &logits, &r.prompt_logits);
-        let logits = model.forward(&mut model.new_state(), &r.full_sequence(), LogitsMode::All).unwrap();
-        eprintln!("{name}: full max |diff| {:.2e}", max_diff(&logits, &r.full_logits));
-        assert_rows_close(&format!("{name} full"), &logits, &r.full_logits);
-    }
-}
-
-#[test]
-fn token_by_token_decode_matches_transformers_and_batched_bits() {
-    for name in FAMILY_FIXTURES {
-        let (model, r) = load(name);
-        let seq = r.full_sequence();
-        let mut batched_state = model.new_state();
-        let batched = model.forward(&mut batched_state, &seq, LogitsMode::All).unwrap();
-        let mut state = model.new_state();
-        let mut stepwise = Vec::new();
-        for &tok in &seq {
-            stepwise.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-        }
-        assert_rows_close(&format!("{name} decode"), &stepwise, &r.full_logits);
-        assert!(batched.iter().zip(&stepwise).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: decode bits differ from prefill");
-        assert_eq!(state, batched_state, "{name}: states differ");
-    }
-}
-
-#[test]
-fn prefix_prefill_then_decode_matches() {
-    for name in FAMILY_FIXTURES {
-        let (model, r) = load(name);
-        let seq = r.full_sequence();
-        for split in [1, 3, r.prompt.len() / 2, r.prompt.len()] {
-            let mut state = model.new_state();
-            let mut logits = model.forward(&mut state, &seq[..split], LogitsMode::All).unwrap();
-            for chunk in seq[split..].chunks(5) {
-                logits.extend(model.forward(&mut state, chunk, LogitsMode::All).unwrap());
-            }
-            assert_rows_close(&format!("{name} split at {split}"), &logits, &r.full_logits);
-        }
-    }
-}
-
-#[test]
-fn greedy_continuation_is_identical() {
-    for name in FAMILY_FIXTURES {
-        let (model, r) = load(name);
-        let opts = GenerateOptions { max_tokens: r.greedy.len(), ..GenerateOptions::default() };
-        let tokens = generate(&model, &mut model.new_state(), &r.prompt, &opts, |_| true).unwrap();
-        assert_eq!(tokens, r.greedy, "{name}: greedy continuation");
+        check_against_transformers(name, LOGIT_TOLERANCE);
     }
 }
 

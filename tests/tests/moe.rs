@@ -1,6 +1,7 @@
 //! LFM2-MoE (issue 8) against transformers' Lfm2MoeForCausalLM: logits within 1e-4 at every
 //! position and identical greedy tokens through batched prefill, token-by-token decode and
-//! prefix prefill + decode; expert-grouped prefill bit-identical to token-by-token decode
+//! prefix prefill + decode (`check_against_transformers`; decode is the expert-grouped
+//! prefill's bits); expert-grouped prefill bit-identical to token-by-token decode
 //! (every storage scheme, any thread count); int8/int4 conversions stay close to f32; the
 //! router stays f32 and each expert's matrices are separate tensors.
 
@@ -8,13 +9,12 @@ use std::sync::Arc;
 
 use saguaro_engine::convert::{convert, required_tensors, Quant, Role};
 use saguaro_engine::format::{CactFile, TensorDType};
-use saguaro_engine::generate::{generate, GenerateOptions};
 use saguaro_engine::parallel::Threads;
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{Lfm2Config, LogitsMode, Model};
 use saguaro_host::loader::HfFolder;
 use saguaro_host::threads::Pool;
-use saguaro_tests::{assert_rows_close, error_stats, fixture_path, Reference, MOE_FIXTURES};
+use saguaro_tests::{check_against_transformers, error_stats, fixture_path, Reference, LOGIT_TOLERANCE, MOE_FIXTURES};
 
 fn load(name: &str) -> (Model, Reference) {
     let model = saguaro_host::load_model(&fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -45,58 +45,9 @@ fn fixtures_are_moe_models() {
 }
 
 #[test]
-fn batched_prefill_matches_transformers() {
+fn every_fixture_matches_transformers() {
     for name in MOE_FIXTURES {
-        let (model, reference) = load(name);
-        let logits = model.forward(&mut model.new_state(), &reference.prompt, LogitsMode::All).unwrap();
-        assert_rows_close(&format!("{name} prompt"), &logits, &reference.prompt_logits);
-        let logits = model.forward(&mut model.new_state(), &reference.full_sequence(), LogitsMode::All).unwrap();
-        assert_rows_close(&format!("{name} full"), &logits, &reference.full_logits);
-    }
-}
-
-#[test]
-fn token_by_token_decode_matches_transformers_and_grouped_prefill_bits() {
-    for name in MOE_FIXTURES {
-        let (model, reference) = load(name);
-        let seq = reference.full_sequence();
-        let mut batched_state = model.new_state();
-        let batched = model.forward(&mut batched_state, &seq, LogitsMode::All).unwrap();
-        let mut state = model.new_state();
-        let mut stepwise = Vec::new();
-        for &tok in &seq {
-            stepwise.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-        }
-        assert_rows_close(&format!("{name} decode"), &stepwise, &reference.full_logits);
-        // Prefill groups the tokens by expert; decode runs one token's k experts: same bits.
-        assert!(batched.iter().zip(&stepwise).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: decode bits differ from prefill");
-        assert_eq!(state, batched_state, "{name}: states differ");
-    }
-}
-
-#[test]
-fn prefix_prefill_then_decode_matches() {
-    for name in MOE_FIXTURES {
-        let (model, reference) = load(name);
-        let seq = reference.full_sequence();
-        for split in [1, 2, 3, reference.prompt.len() / 2, reference.prompt.len()] {
-            let mut state = model.new_state();
-            let mut logits = model.forward(&mut state, &seq[..split], LogitsMode::All).unwrap();
-            for &tok in &seq[split..] {
-                logits.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-            }
-            assert_rows_close(&format!("{name} split at {split}"), &logits, &reference.full_logits);
-        }
-    }
-}
-
-#[test]
-fn greedy_continuation_is_identical() {
-    for name in MOE_FIXTURES {
-        let (model, reference) = load(name);
-        let opts = GenerateOptions { max_tokens: reference.greedy.len(), ..GenerateOptions::default() };
-        let tokens = generate(&model, &mut model.new_state(), &reference.prompt, &opts, |_| true).unwrap();
-        assert_eq!(tokens, reference.greedy, "{name}: greedy continuation");
+        check_against_transformers(name, LOGIT_TOLERANCE);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Output is bit-identical for every thread count (design contract 4), for prefill and for
+//! Output is bit-identical for every thread count (docs/design.md §Threads), for prefill and for
 //! decode, with every storage scheme.
 
 use std::sync::Arc;

@@ -1,10 +1,10 @@
-//! The f32 forward pass against transformers on every fixture: logits within 1e-4 at every
-//! position and identical greedy tokens, through batched prefill, token-by-token decode,
-//! and prefill of a prefix followed by decode of the rest.
+//! The f32 forward pass against transformers on every LFM2 fixture: logits within 1e-4 at
+//! every position and identical greedy tokens, through batched prefill, token-by-token decode,
+//! and prefill of a prefix followed by decode of the rest (`check_against_transformers`);
+//! what each fixture covers; long prompts in chunks.
 
-use saguaro_engine::generate::{generate, GenerateOptions};
 use saguaro_engine::{LogitsMode, Model};
-use saguaro_tests::{assert_rows_close, fixture_path, Reference, FIXTURES};
+use saguaro_tests::{check_against_transformers, fixture_path, Reference, FIXTURES, LOGIT_TOLERANCE};
 
 fn load(name: &str) -> (Model, Reference) {
     let model = saguaro_host::load_model(&fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -12,79 +12,9 @@ fn load(name: &str) -> (Model, Reference) {
 }
 
 #[test]
-fn batched_prefill_matches_transformers() {
+fn every_fixture_matches_transformers() {
     for name in FIXTURES {
-        let (model, reference) = load(name);
-        let mut state = model.new_state();
-        let logits = model.forward(&mut state, &reference.prompt, LogitsMode::All).unwrap();
-        assert_rows_close(&format!("{name} prompt"), &logits, &reference.prompt_logits);
-
-        let mut state = model.new_state();
-        let logits = model.forward(&mut state, &reference.full_sequence(), LogitsMode::All).unwrap();
-        assert_rows_close(&format!("{name} full"), &logits, &reference.full_logits);
-    }
-}
-
-#[test]
-fn token_by_token_decode_matches_transformers_and_batched_bits() {
-    for name in FIXTURES {
-        let (model, reference) = load(name);
-        let seq = reference.full_sequence();
-        let mut batched_state = model.new_state();
-        let batched = model.forward(&mut batched_state, &seq, LogitsMode::All).unwrap();
-
-        let mut state = model.new_state();
-        let mut stepwise = Vec::new();
-        for &tok in &seq {
-            stepwise.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-        }
-        assert_rows_close(&format!("{name} decode"), &stepwise, &reference.full_logits);
-        // Same per-token arithmetic: bit-identical to the batched pass, and same state.
-        assert!(batched.iter().zip(&stepwise).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: decode bits differ from prefill");
-        assert_eq!(state, batched_state, "{name}: states differ");
-    }
-}
-
-#[test]
-fn prefix_prefill_then_decode_matches() {
-    for name in FIXTURES {
-        let (model, reference) = load(name);
-        let seq = reference.full_sequence();
-        for split in [1, 2, 3, reference.prompt.len() / 2, reference.prompt.len()] {
-            let mut state = model.new_state();
-            let mut logits = model.forward(&mut state, &seq[..split], LogitsMode::All).unwrap();
-            for &tok in &seq[split..] {
-                logits.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-            }
-            assert_rows_close(&format!("{name} split at {split}"), &logits, &reference.full_logits);
-        }
-        // Two prefill chunks, then decode.
-        let mut state = model.new_state();
-        let mid = reference.prompt.len() / 2;
-        let mut logits = model.forward(&mut state, &seq[..mid], LogitsMode::All).unwrap();
-        logits.extend(model.forward(&mut state, &seq[mid..reference.prompt.len()], LogitsMode::All).unwrap());
-        for &tok in &seq[reference.prompt.len()..] {
-            logits.extend(model.forward(&mut state, &[tok], LogitsMode::All).unwrap());
-        }
-        assert_rows_close(&format!("{name} chunked"), &logits, &reference.full_logits);
-    }
-}
-
-#[test]
-fn greedy_continuation_is_identical() {
-    for name in FIXTURES {
-        let (model, reference) = load(name);
-        let opts = GenerateOptions { max_tokens: reference.greedy.len(), ..GenerateOptions::default() };
-        let mut state = model.new_state();
-        let tokens = generate(&model, &mut state, &reference.prompt, &opts, |_| true).unwrap();
-        assert_eq!(tokens, reference.greedy, "{name}: greedy continuation");
-
-        // Prefill part of the prompt first, then generate from the rest.
-        let mut state = model.new_state();
-        let mid = reference.prompt.len() / 2;
-        model.forward(&mut state, &reference.prompt[..mid], LogitsMode::None).unwrap();
-        let tokens = generate(&model, &mut state, &reference.prompt[mid..], &opts, |_| true).unwrap();
-        assert_eq!(tokens, reference.greedy, "{name}: greedy after a prefix");
+        check_against_transformers(name, LOGIT_TOLERANCE);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `.cact` model file: one file with a header, a JSON manifest and aligned tensor data,
 //! read in place. `docs/format.md` is the specification; this module implements exactly
-//! that document. The reader validates everything before any use (contract 5).
+//! that document. The reader validates everything before any use (docs/design.md §Errors).
 
 mod writer;
 

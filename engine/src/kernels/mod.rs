@@ -1,4 +1,4 @@
-//! The kernel table (design contract 3).
+//! The kernel table (docs/design.md §Kernels).
 //!
 //! Hot operations are function pointers in a [`Kernels`] table. The engine fills it with
 //! the portable definitions ([`scalar`]); hosts replace entries with SIMD variants after

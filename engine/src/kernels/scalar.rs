@@ -1,5 +1,6 @@
 //! Scalar kernels: the definition of every result. SIMD variants are tested against these
-//! for bit equality, so the order of every f32 operation here is part of the contract.
+//! for bit equality, so the order of every f32 operation here is part of the contract
+//! (docs/design.md §Determinism, §Kernels).
 
 use super::{QuantActs, QuantMatrix, F32_LANES};
 use crate::quant::{QuantKind, CHUNK_BYTES, CHUNK_K, GROUP, ROW_BLOCK};
