@@ -3,7 +3,7 @@
 //! `component`, as does `--engine component`.
 //!
 //! The guest (`wasm/`, built for wasm32-wasip2) runs the same engine as the native host, so its
-//! logits and tokens are the native ones bit for bit (contract 2 of the design). This module
+//! logits and tokens are the native ones bit for bit (docs/design.md §Determinism). This module
 //! runs it in a sandbox:
 //!
 //! - **Files**: the guest sees only a read-only preopen of the model file's folder (so the
