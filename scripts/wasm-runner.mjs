@@ -1,5 +1,6 @@
 // Cargo runner for wasm32-wasip1 binaries: runs a .wasm (e.g. a test harness) in Node's WASI.
-// Usage: node --no-warnings scripts/wasm-runner.mjs file.wasm [args...]
+// Usage: node --no-warnings --no-turbo-fast-api-calls scripts/wasm-runner.mjs file.wasm [args...]
+// (without --no-turbo-fast-api-calls, Node 20's WASI can corrupt its heap: see test-wasm-kernels.sh)
 // Set as CARGO_TARGET_WASM32_WASIP1_RUNNER by scripts/test-wasm-kernels.sh.
 // The guest sees the host's environment and the whole file system at the same absolute paths
 // ("/" is preopened as "/"; a test that reads files should build absolute paths, e.g. from
