@@ -1,11 +1,27 @@
 //! Arguments shared by several commands: threads and `--verify` ([`ThreadArgs`]), where the
-//! model runs (`--engine`, [`EngineArgs`]), and the parsers of `--tokens` and `--preset`.
+//! model runs (`--engine`, [`EngineArgs`]), a model run on token ids ([`TokenRunArgs`]), and
+//! the parsers of `--tokens` and `--preset`.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use saguaro_engine::{Error, Preset, Result};
 use saguaro_host::runtime::LoadOptions;
+
+/// A model run on token ids: `logits` and `generate`.
+#[derive(Debug, Args)]
+pub struct TokenRunArgs {
+    /// Model: a .cact file or a Hugging Face folder (config.json + safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub threads: ThreadArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Prompt token ids, comma separated: 1,2,3.
+    #[arg(long)]
+    pub tokens: String,
+}
 
 /// Threads and `--verify`, shared by every command that opens a model.
 #[derive(Debug, Args)]

@@ -1,29 +1,19 @@
 //! `saguaro generate`: tokens after a prompt given as token ids (greedy or sampled), printed as
 //! ids or as JSON with the finish reason.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use saguaro_engine::generate::{generate_with_reason, GenerateOptions, Generated};
 use saguaro_engine::{FinishReason, Result};
 use saguaro_host::runtime::verify_if;
 use serde::Serialize;
 
-use super::args::{parse_tokens, EngineArgs, ThreadArgs};
+use super::args::{parse_tokens, TokenRunArgs};
 use super::print::{print_json, write_stdout};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model: a .cact file or a Hugging Face folder (config.json + safetensors).
-    #[arg(long)]
-    model: PathBuf,
     #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    engine: EngineArgs,
-    /// Prompt token ids, comma separated: 1,2,3.
-    #[arg(long)]
-    tokens: String,
+    run: TokenRunArgs,
     /// Number of new tokens.
     #[arg(long, default_value_t = 16)]
     max_tokens: usize,
@@ -49,18 +39,18 @@ struct TokensOutput<'a> {
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let tokens = parse_tokens(&args.tokens)?;
+    let tokens = parse_tokens(&args.run.tokens)?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         seed: args.seed,
         stop_on_eos: args.stop_on_eos,
     };
-    let (out, context) = if args.engine.is_component()? {
-        verify_if(args.threads.verify, &args.model)?;
+    let (out, context) = if args.run.engine.is_component()? {
+        verify_if(args.run.threads.verify, &args.run.model)?;
         generate_component(&args, &tokens, &opts)?
     } else {
-        let model = args.threads.load(&args.model)?;
+        let model = args.run.threads.load(&args.run.model)?;
         model.check_tokens(&tokens)?;
         let context = model.config.max_position_embeddings;
         let mut state = model.new_state();
@@ -100,7 +90,7 @@ pub fn finish_of(generated: usize, max_tokens: usize, prompt: usize, context: us
 /// `generate --engine component`: the tokens, why they ended, and the model's context.
 #[cfg(feature = "component")]
 fn generate_component(args: &GenerateArgs, tokens: &[u32], opts: &GenerateOptions) -> Result<(Generated, usize)> {
-    let mut model = args.engine.load_component(&args.model)?;
+    let mut model = args.run.engine.load_component(&args.run.model)?;
     let out = model.generate_tokens(tokens, opts)?;
     let context = model.info().max_position_embeddings as usize;
     let finish = finish_of(out.len(), opts.max_tokens, tokens.len(), context);

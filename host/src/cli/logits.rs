@@ -1,28 +1,18 @@
 //! `saguaro logits`: the logits of every input position of a prompt given as token ids, as
 //! JSON: {"logits": [[...], ...]}.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use saguaro_engine::{LogitsMode, Result};
 use saguaro_host::runtime::verify_if;
 use serde::Serialize;
 
-use super::args::{parse_tokens, EngineArgs, ThreadArgs};
+use super::args::{parse_tokens, TokenRunArgs};
 use super::print::print_json;
 
 #[derive(Debug, Args)]
 pub struct LogitsArgs {
-    /// Model: a .cact file or a Hugging Face folder (config.json + safetensors).
-    #[arg(long)]
-    model: PathBuf,
     #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    engine: EngineArgs,
-    /// Input token ids, comma separated: 1,2,3.
-    #[arg(long)]
-    tokens: String,
+    run: TokenRunArgs,
 }
 
 #[derive(Serialize)]
@@ -31,12 +21,12 @@ struct LogitsOutput<'a> {
 }
 
 pub fn logits(args: LogitsArgs) -> Result<()> {
-    let tokens = parse_tokens(&args.tokens)?;
-    if args.engine.is_component()? {
-        verify_if(args.threads.verify, &args.model)?;
+    let tokens = parse_tokens(&args.run.tokens)?;
+    if args.run.engine.is_component()? {
+        verify_if(args.run.threads.verify, &args.run.model)?;
         return logits_component(&args, &tokens);
     }
-    let model = args.threads.load(&args.model)?;
+    let model = args.run.threads.load(&args.run.model)?;
     let mut state = model.new_state();
     let logits = model.forward(&mut state, &tokens, LogitsMode::All)?;
     let rows = logits.chunks_exact(model.config.vocab_size).collect();
@@ -46,7 +36,7 @@ pub fn logits(args: LogitsArgs) -> Result<()> {
 /// `logits --engine component`: the same rows, computed inside the component.
 #[cfg(feature = "component")]
 fn logits_component(args: &LogitsArgs, tokens: &[u32]) -> Result<()> {
-    let mut model = args.engine.load_component(&args.model)?;
+    let mut model = args.run.engine.load_component(&args.run.model)?;
     let logits = model.logits(tokens)?;
     let vocab = model.info().vocab_size as usize;
     if vocab == 0 || logits.len() != tokens.len() * vocab {
