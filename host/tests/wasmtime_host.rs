@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use saguaro_engine::generate::GenerateOptions;
 use saguaro_engine::Error;
-use saguaro_host::wasmtime_host::{CacheUse, ComponentRuntime, Limits, BUILT_RELATIVE, CACHE_ENV, COMPONENT_ENV};
+use saguaro_host::wasmtime_host::{
+    CacheUse, ComponentRuntime, Interruption, Limits, RuntimeOptions, BUILT_RELATIVE, CACHE_ENV, COMPONENT_ENV,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_saguaro");
@@ -337,9 +339,20 @@ fn a_memory_limit_too_small_for_the_model_is_a_clean_error() {
     assert!(rt.load_model(&cact, &Limits::memory_mb(256)).is_ok());
 }
 
+/// A runtime compiled with epoch checks ([`Interruption::Epoch`]), built once.
+fn epoch_runtime() -> &'static ComponentRuntime {
+    static RUNTIME: OnceLock<ComponentRuntime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let options = RuntimeOptions { cache_dir: Some(cache_dir()), interruption: Interruption::Epoch };
+        ComponentRuntime::load_with(&setup().component, &options).expect("compile the component with epoch checks")
+    })
+}
+
 #[test]
 fn cancel_stops_a_long_generation_and_leaves_other_models_running() {
-    let rt = &setup().runtime;
+    let rt = epoch_runtime();
+    assert_eq!(rt.interruption(), Interruption::Epoch);
+    assert_eq!(setup().runtime.interruption(), Interruption::BetweenCalls, "the default");
     let model_path = fixture("realistic-hybrid");
     let mut long = rt.load_model(&model_path, &Limits::default()).unwrap();
     let mut other = rt.load_model(&fixture("sharded-allattn"), &Limits::default()).unwrap();
@@ -385,11 +398,48 @@ fn cancel_stops_a_long_generation_and_leaves_other_models_running() {
         assert_eq!(json!(r), want);
     }
 
-    // A cancel while nothing runs cancels the next call only.
-    let mut m = rt.load_model(&fixture("sharded-allattn"), &Limits::default()).unwrap();
-    m.cancel_handle().cancel();
-    assert_eq!(m.logits(&[1, 2]), Err(Error::Cancelled));
-    assert_eq!(m.logits(&[1, 2]).unwrap().len(), 2 * m.info().vocab_size as usize);
+    // A cancel while nothing runs cancels the next call only, in either runtime; both
+    // compile the same bits.
+    let mut fast = setup().runtime.load_model(&fixture("sharded-allattn"), &Limits::default()).unwrap();
+    let want = fast.logits(&[1, 2]).unwrap();
+    for rt in [rt, &setup().runtime] {
+        let mut m = rt.load_model(&fixture("sharded-allattn"), &Limits::default()).unwrap();
+        m.cancel_handle().cancel();
+        assert_eq!(m.logits(&[1, 2]), Err(Error::Cancelled));
+        let got = m.logits(&[1, 2]).unwrap();
+        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn cancel_between_calls_stops_a_stream_at_the_next_token_and_the_model_stays_usable() {
+    let rt = &setup().runtime;
+    assert_eq!(rt.interruption(), Interruption::BetweenCalls);
+    let chat = fixture("chat");
+    let generations: Value = serde_json::from_str(&std::fs::read_to_string(chat.join("reference.json")).unwrap()).unwrap();
+    let request = generations["generations"][0]["request"].to_string();
+    let mut model = rt.load_model(&chat.join("model"), &Limits::default()).unwrap();
+    let fresh = model.session().unwrap().complete(&request).unwrap();
+    let full_tokens = response(fresh.as_bytes())["decode_tokens"].as_u64().unwrap();
+    assert!(full_tokens > 4, "the request makes {full_tokens} tokens");
+
+    // Cancelled from the handle (as another thread would) after the third token: no fourth.
+    let cancel = model.cancel_handle();
+    let mut session = model.session().unwrap();
+    let mut seen = 0;
+    let result = session.complete_streaming(&request, |_| {
+        seen += 1;
+        if seen == 3 {
+            cancel.cancel();
+        }
+        true
+    });
+    assert_eq!(result, Err(Error::Cancelled));
+    assert_eq!(seen, 3, "tokens delivered after the cancel");
+    // Nothing trapped: the same session takes the next request and answers as a fresh one.
+    session.reset().unwrap();
+    let again = session.complete_streaming(&request, |_| true).unwrap();
+    assert_eq!(response(again.as_bytes()), response(fresh.as_bytes()));
 }
 
 #[test]

@@ -14,10 +14,19 @@
 //!   guest sees no files at all.
 //! - **Memory**: a [`ResourceLimiter`] caps the guest's linear memory ([`Limits`]); running
 //!   out is an `Error::Io` naming the limit, never a panic of the host.
-//! - **Cancellation**: epoch interruption. [`CancelHandle::cancel`] (any thread) raises the
-//!   store's flag and bumps the engine's epoch; the guest traps at its next loop back-edge or
-//!   call and the call returns [`Error::Cancelled`]. Other stores of the same engine see the
-//!   epoch change, find their flag clear and continue.
+//! - **Cancellation**: [`CancelHandle::cancel`] (any thread) raises the store's flag. How soon
+//!   it takes effect is the runtime's [`Interruption`]:
+//!   - [`Interruption::BetweenCalls`] (the default): at the next guest call. Streaming
+//!     ([`ComponentSession::complete_streaming`], `start`/`next`) makes one call per token or
+//!     prefill step, so a stream stops within one step, and nothing traps: the model stays
+//!     usable. A single long call (`generate_tokens`, `logits`, `complete`) runs to its end.
+//!   - [`Interruption::Epoch`]: wasmtime's epoch interruption. The compiled code checks the
+//!     engine's epoch at every function entry and loop back-edge; `cancel` also bumps the
+//!     epoch, the guest traps at its next check and the call returns [`Error::Cancelled`],
+//!     even a call that would never return. Other stores of the same engine see the epoch
+//!     change, find their flag clear and continue. The checks cost speed in the kernels' tight
+//!     loops (measured on the 350M shape, benches/RESULTS.md 2026-12-06 20:45: prefill 30-45%
+//!     slower for int8, 12% for int4), which is why they are opt-in.
 //!
 //! After a trap (cancellation in the middle of a call, out of memory, a guest bug) the
 //! instance's state is undefined, so the [`ComponentModel`] refuses further calls with an
@@ -86,6 +95,34 @@ impl Limits {
     }
 }
 
+/// When a [`CancelHandle::cancel`] stops the guest (module docs, **Cancellation**). The two
+/// compile different code (separate entries in the code cache); results are the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interruption {
+    /// At the next guest call (one token or prefill step when streaming); no checks in the
+    /// compiled code.
+    #[default]
+    BetweenCalls,
+    /// Anywhere, through epoch checks in every loop of the compiled code; a cancelled call
+    /// leaves the instance unusable (the model must be loaded again).
+    Epoch,
+}
+
+/// How a [`ComponentRuntime`] compiles and caches the component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Folder of the compiled-code cache (`None`: compile every time).
+    pub cache_dir: Option<PathBuf>,
+    pub interruption: Interruption,
+}
+
+impl Default for RuntimeOptions {
+    /// The per-user cache ([`default_cache_dir`]) and [`Interruption::BetweenCalls`].
+    fn default() -> Self {
+        RuntimeOptions { cache_dir: default_cache_dir(), interruption: Interruption::default() }
+    }
+}
+
 /// How the compiled code of a component was obtained.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CacheUse {
@@ -117,8 +154,9 @@ pub struct CancelHandle {
 }
 
 impl CancelHandle {
-    /// Requests cancellation: the call in progress traps at its next epoch check and returns
-    /// [`Error::Cancelled`]; when no call is running, the next call returns it instead.
+    /// Requests cancellation: the next guest call returns [`Error::Cancelled`] instead of
+    /// running; with [`Interruption::Epoch`], a call in progress also traps at its next epoch
+    /// check and returns it.
     pub fn cancel(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.engine.increment_epoch();
@@ -183,14 +221,15 @@ pub struct ComponentRuntime {
 
 struct RuntimeInner {
     engine: Engine,
+    interruption: Interruption,
     pre: SaguaroPre<HostState>,
     compile: CompileInfo,
 }
 
-fn engine_config() -> Config {
+fn engine_config(interruption: Interruption) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.epoch_interruption(true);
+    config.epoch_interruption(interruption == Interruption::Epoch);
     // The guest uses plain simd128; should relaxed SIMD ever appear, keep it deterministic
     // (the same bits on every machine).
     config.relaxed_simd_deterministic(true);
@@ -211,19 +250,27 @@ fn one_line(e: &wasmtime::Error) -> String {
 }
 
 impl ComponentRuntime {
-    /// Compiles (or loads from the per-user cache) the component at `path`.
+    /// Compiles (or loads from the per-user cache) the component at `path`, with the default
+    /// [`RuntimeOptions`].
     pub fn load(path: &Path) -> Result<ComponentRuntime> {
-        ComponentRuntime::load_with_cache(path, default_cache_dir().as_deref())
+        ComponentRuntime::load_with(path, &RuntimeOptions::default())
     }
 
     /// Like [`load`](Self::load) with an explicit cache folder (`None`: no cache).
     pub fn load_with_cache(path: &Path, cache_dir: Option<&Path>) -> Result<ComponentRuntime> {
+        let options = RuntimeOptions { cache_dir: cache_dir.map(Path::to_path_buf), ..RuntimeOptions::default() };
+        ComponentRuntime::load_with(path, &options)
+    }
+
+    /// Compiles (or loads from `options.cache_dir`) the component at `path`.
+    pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<ComponentRuntime> {
         let start = Instant::now();
+        let cache_dir = options.cache_dir.as_deref();
         if !path.is_file() {
             return Err(io(format!("{}: no such component file; {BUILD_HINT}", path.display())));
         }
         let bytes = std::fs::read(path).map_err(|e| io(format!("{}: {e}", path.display())))?;
-        let engine = Engine::new(&engine_config()).map_err(|e| io(format!("wasmtime: {}", one_line(&e))))?;
+        let engine = Engine::new(&engine_config(options.interruption)).map_err(|e| io(format!("wasmtime: {}", one_line(&e))))?;
         let not_component = |e: wasmtime::Error| io(format!("{}: not a usable Saguaro component: {}", path.display(), one_line(&e)));
         let (component, cache) = match cache_dir {
             None => (Component::from_binary(&engine, &bytes).map_err(not_component)?, CacheUse::Off),
@@ -255,7 +302,12 @@ impl ComponentRuntime {
             .and_then(SaguaroPre::new)
             .map_err(not_component)?;
         let compile = CompileInfo { path: path.to_path_buf(), seconds: start.elapsed().as_secs_f64(), cache };
-        Ok(ComponentRuntime { inner: Arc::new(RuntimeInner { engine, pre, compile }) })
+        Ok(ComponentRuntime { inner: Arc::new(RuntimeInner { engine, interruption: options.interruption, pre, compile }) })
+    }
+
+    /// When a cancel takes effect in this runtime's models.
+    pub fn interruption(&self) -> Interruption {
+        self.inner.interruption
     }
 
     /// How the compiled code was obtained and how long it took.
@@ -284,10 +336,12 @@ impl ComponentRuntime {
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().cancelled.load(Ordering::SeqCst) { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
-        });
+        if self.inner.interruption == Interruption::Epoch {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|ctx| {
+                Ok(if ctx.data().cancelled.load(Ordering::SeqCst) { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+            });
+        }
         let cancel = CancelHandle { flag: cancelled, engine: self.inner.engine.clone() };
         let mut sandbox = Sandbox { store, api: None, cancel, limits: limits.clone(), broken: None, stderr, rename: None };
         let result = self.inner.pre.instantiate(&mut sandbox.store);
@@ -646,6 +700,14 @@ impl ComponentSession<'_> {
                 // A failed step fails the request: `finish` returns its failure response (as
                 // the native Session::complete does).
                 Err(e) if self.model.sandbox.broken.is_none() && !matches!(e, Error::Cancelled) => break,
+                // A CancelHandle stopped the stream between two steps (nothing trapped): end
+                // the guest's request as a cancel from `on_token` would, so that the session
+                // takes the next request, and report the cancel.
+                Err(Error::Cancelled) if self.model.sandbox.broken.is_none() => {
+                    self.cancel()?;
+                    self.finish()?;
+                    return Err(Error::Cancelled);
+                }
                 Err(e) => return Err(e),
             }
         }
