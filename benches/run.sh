@@ -8,6 +8,9 @@
 # `--json-schema FILE` also decodes under that schema's token masks (native rows; see
 # `saguaro bench --json-schema`) and records the mask cost per token beside the plain decode.
 #
+# Surfaces: native, wasm-node, component, and component-epochs (the component compiled with
+# wasmtime's epoch checks, `--component-epochs`: what mid-call cancellation costs).
+#
 # Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,component]
 #                       [--moe] [--json-schema FILE] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
@@ -30,7 +33,7 @@ done
 
 has() { case ",$surfaces," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 # wasmtime (the `component` feature) only when the component is benchmarked.
-if has component; then
+if has component || has component-epochs; then
   cargo build --quiet --release --locked -p saguaro-host
 else
   cargo build --quiet --release --locked -p saguaro-host --no-default-features
@@ -51,7 +54,7 @@ if has wasm-node; then
   [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] || ./scripts/build-npm.sh >&2
 fi
 component_args=()
-if has component; then
+if has component || has component-epochs; then
   component=$(./scripts/build-component.sh | tail -n 1)
   component_args=(--engine component --component "$component")
 fi
@@ -69,6 +72,9 @@ for model in "${models[@]}"; do
   fi
   if has component; then
     results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --json)")
+  fi
+  if has component-epochs; then
+    results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --component-epochs --json)")
   fi
 done
 if [ "$moe" = 1 ] && has native; then

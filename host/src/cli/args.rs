@@ -75,6 +75,10 @@ pub struct EngineArgs {
     /// Memory limit of the component in MiB (default 4096, the most wasm32 can address).
     #[arg(long, value_name = "MB")]
     pub component_memory_mb: Option<u64>,
+    /// Compile the component with wasmtime's epoch checks, so that a cancel can stop a call in
+    /// progress (slower: the checks sit in every loop; see README).
+    #[arg(long)]
+    pub component_epochs: bool,
 }
 
 impl EngineArgs {
@@ -83,8 +87,10 @@ impl EngineArgs {
         match self.engine {
             EngineKind::Component => Ok(true),
             EngineKind::Native => {
-                if self.component.is_some() || self.component_memory_mb.is_some() {
-                    Err(Error::Input("--component and --component-memory-mb need --engine component".into()))
+                if self.component.is_some() || self.component_memory_mb.is_some() || self.component_epochs {
+                    Err(Error::Input(
+                        "--component, --component-memory-mb and --component-epochs need --engine component".into(),
+                    ))
                 } else {
                     Ok(false)
                 }
@@ -95,7 +101,9 @@ impl EngineArgs {
     /// Loads `model` in the component (compiled, or taken from the per-user cache).
     #[cfg(feature = "component")]
     pub fn load_component(&self, model: &std::path::Path) -> Result<saguaro_host::wasmtime_host::ComponentModel> {
-        use saguaro_host::wasmtime_host::{find_component, ComponentRuntime, Limits, DEFAULT_MEMORY_MB};
+        use saguaro_host::wasmtime_host::{
+            find_component, ComponentRuntime, Interruption, Limits, RuntimeOptions, DEFAULT_MEMORY_MB,
+        };
         let mb = self.component_memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
         if mb == 0 {
             return Err(Error::Input("--component-memory-mb must be at least 1".into()));
@@ -104,7 +112,8 @@ impl EngineArgs {
             Some(p) => p.clone(),
             None => find_component()?,
         };
-        let runtime = ComponentRuntime::load(&path)?;
+        let interruption = if self.component_epochs { Interruption::Epoch } else { Interruption::BetweenCalls };
+        let runtime = ComponentRuntime::load_with(&path, &RuntimeOptions { interruption, ..RuntimeOptions::default() })?;
         runtime.load_model(model, &Limits::memory_mb(mb))
     }
 }

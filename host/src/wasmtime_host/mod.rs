@@ -343,7 +343,16 @@ impl ComponentRuntime {
             });
         }
         let cancel = CancelHandle { flag: cancelled, engine: self.inner.engine.clone() };
-        let mut sandbox = Sandbox { store, api: None, cancel, limits: limits.clone(), broken: None, stderr, rename: None };
+        let mut sandbox = Sandbox {
+            store,
+            api: None,
+            cancel,
+            limits: limits.clone(),
+            interruption: self.inner.interruption,
+            broken: None,
+            stderr,
+            rename: None,
+        };
         let result = self.inner.pre.instantiate(&mut sandbox.store);
         match result {
             Ok(api) => {
@@ -393,6 +402,7 @@ pub struct Sandbox {
     api: Option<Saguaro>,
     cancel: CancelHandle,
     limits: Limits,
+    interruption: Interruption,
     /// Set after a trap: the instance must not be entered again.
     broken: Option<Error>,
     stderr: MemoryOutputPipe,
@@ -569,6 +579,11 @@ impl ComponentModel {
     /// Current size of the guest's linear memory in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.sandbox.memory_bytes()
+    }
+
+    /// When a cancel takes effect (the runtime's [`Interruption`]).
+    pub fn interruption(&self) -> Interruption {
+        self.sandbox.interruption
     }
 
     /// Token ids of `text` (no special tokens added).
