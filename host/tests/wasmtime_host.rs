@@ -523,6 +523,19 @@ fn the_component_path_is_found_or_named_with_a_build_hint() {
     // Component flags without --engine component.
     let out = saguaro(&["logits", "--model", m, "--tokens", "1,2", "--component-memory-mb", "64"], "", false);
     assert_clean_error(&out, "--engine component", "flags without the engine");
+    let out = saguaro(&["logits", "--model", m, "--tokens", "1,2", "--component-epochs"], "", false);
+    assert_clean_error(&out, "--engine component", "--component-epochs without the engine");
+}
+
+#[test]
+fn component_epochs_from_the_command_line_give_the_native_bits() {
+    let dir = TempDir::new("epochs");
+    let cact = dir.0.join("m.cact");
+    convert(&fixture("realistic-hybrid"), &cact, "int8");
+    let (m, tokens) = (cact.to_str().unwrap(), prompt("realistic-hybrid"));
+    let native = ok(&saguaro(&["logits", "--model", m, "--tokens", &tokens], "", false), "native logits");
+    let epochs = ok(&saguaro(&["logits", "--model", m, "--tokens", &tokens, "--component-epochs"], "", true), "epochs");
+    assert_eq!(epochs, native);
 }
 
 #[test]
