@@ -25,8 +25,9 @@
 //!     epoch, the guest traps at its next check and the call returns [`Error::Cancelled`],
 //!     even a call that would never return. Other stores of the same engine see the epoch
 //!     change, find their flag clear and continue. The checks cost speed in the kernels' tight
-//!     loops (measured on the 350M shape, benches/RESULTS.md 2026-12-06 20:45: prefill 30-45%
-//!     slower for int8, 12% for int4), which is why they are opt-in.
+//!     loops (measured on the 350M shape, benches/RESULTS.md 2026-12-06 20:46 and the
+//!     `component-epochs` run after it: prefill 30-45% slower for int8, 12-14% for int4;
+//!     decode unchanged), which is why they are opt-in (`RuntimeOptions`, `--component-epochs`).
 //!
 //! After a trap (cancellation in the middle of a call, out of memory, a guest bug) the
 //! instance's state is undefined, so the [`ComponentModel`] refuses further calls with an
