@@ -8,16 +8,17 @@
 # `--json-schema FILE` also decodes under that schema's token masks (native rows; see
 # `saguaro bench --json-schema`) and records the mask cost per token beside the plain decode.
 #
-# Surfaces: native, wasm-node, component, and component-epochs (the component compiled with
-# wasmtime's epoch checks, `--component-epochs`: what mid-call cancellation costs).
+# Surfaces: native, wasm-node, wasm-node-relaxed (the npm package's relaxed-simd module: Node 20
+# gets --experimental-wasm-relaxed-simd), component, and component-epochs (the component
+# compiled with wasmtime's epoch checks, `--component-epochs`: what mid-call cancellation costs).
 #
-# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,component]
+# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,wasm-node-relaxed,component]
 #                       [--moe] [--json-schema FILE] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,component moe=0 schema_args=()
+prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,wasm-node-relaxed,component moe=0 schema_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --surfaces) surfaces=$2; shift 2 ;;
@@ -50,8 +51,14 @@ if [ "$moe" = 1 ]; then
   model=benches/models/lfm2-8b-a1b-int4.cact
   [ -f "$model" ] || "$bin" synth --shape lfm2-8b-a1b --quant int4 -o "$model" --quiet
 fi
-if has wasm-node; then
-  [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] || ./scripts/build-npm.sh >&2
+if has wasm-node || has wasm-node-relaxed; then
+  [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] && [ -f npm/wasm/saguaro_wasm_relaxed_bg.wasm ] \
+    || ./scripts/build-npm.sh >&2
+fi
+# The relaxed-simd module: Node 20 validates it only behind a V8 flag (later Nodes ship it).
+relaxed_flags=()
+if has wasm-node-relaxed && node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then
+  relaxed_flags=(--experimental-wasm-relaxed-simd)
 fi
 component_args=()
 if has component || has component-epochs; then
@@ -68,7 +75,10 @@ for model in "${models[@]}"; do
     results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" --threads "$threads" ${schema_args[@]+"${schema_args[@]}"} --json)")
   fi
   if has wasm-node; then
-    results+=("$(node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
+    results+=("$(SAGUARO_WASM_MODULE=plain node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
+  fi
+  if has wasm-node-relaxed; then
+    results+=("$(SAGUARO_WASM_MODULE=relaxed node ${relaxed_flags[@]+"${relaxed_flags[@]}"} benches/wasm-node.mjs "$model" "$prefill" "$decode")")
   fi
   if has component; then
     results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --json)")
@@ -110,7 +120,7 @@ for r in rows:
     if r["model"] in bytes_per_token:
         ceiling = bandwidth * 1e9 / bytes_per_token[r["model"]]
         frac = f"{r['decode_tps'] / ceiling * 100:.0f}% of {ceiling:.0f} tok/s"
-    if surface == "wasm-node":
+    if surface.startswith("wasm-node"):
         # Node: whole-process RSS (the wasm heap holds the model: there is no mmap in wasm).
         mem = f"{r['rss_mb']:.0f} (process RSS) | - | - "
     else:

@@ -7,7 +7,21 @@
 // ids, prefill with greedy pick of the first token (time to first token), then DECODE more
 // greedy tokens one at a time. `generateTokens` calls back synchronously after each token, so
 // the timestamps split prefill from decode inside one call.
-import { memoryBytes, Model } from '../npm/dist/node.js';
+//
+// SAGUARO_WASM_MODULE=plain | relaxed loads that module (saguaro_wasm_bg.wasm or
+// saguaro_wasm_relaxed_bg.wasm) whatever the runtime supports; unset, the package chooses.
+import { readFile } from 'node:fs/promises';
+import { init, memoryBytes, Model, relaxedSimd } from '../npm/dist/node.js';
+
+const which = process.env.SAGUARO_WASM_MODULE;
+if (which === 'relaxed' && !relaxedSimd()) {
+  console.error('wasm-node: this Node has no relaxed-simd (Node 20: --experimental-wasm-relaxed-simd)');
+  process.exit(1);
+}
+if (which === 'plain' || which === 'relaxed') {
+  const file = which === 'plain' ? 'saguaro_wasm_bg.wasm' : 'saguaro_wasm_relaxed_bg.wasm';
+  await init(readFile(new URL(`../npm/wasm/${file}`, import.meta.url)));
+}
 
 const [path, prefillArg, decodeArg] = process.argv.slice(2);
 if (!path) {
@@ -37,7 +51,7 @@ const decodeSecs = (stamps[stamps.length - 1] - stamps[0]) / 1000;
 
 console.log(JSON.stringify({
   model: path,
-  surface: 'wasm-node',
+  surface: model.info.kernels === 'simd128+relaxed' ? 'wasm-node-relaxed' : 'wasm-node',
   kernels: model.info.kernels,
   node: process.version,
   prefill_threads: 1,

@@ -2,6 +2,9 @@
 # Builds the npm package (npm/): the engine for wasm32-unknown-unknown with simd128, the
 # wasm-bindgen glue (the CLI at the Cargo.lock version), wasm-opt -O3 (binaryen from npm), the
 # TypeScript, and `npm pack` into npm/pack/ (or $SAGUARO_NPM_PACK_DIR).
+# Two wasm files share one glue: saguaro_wasm_bg.wasm (simd128) and saguaro_wasm_relaxed_bg.wasm
+# (the engine's relaxed-simd feature: 8-bit dot products in the INT4 GEMM), which the package
+# loads where the runtime validates relaxed-simd (npm/src/core.ts).
 # Installs what it needs first (idempotent): the rustup target, wasm-bindgen-cli, npm devDependencies.
 # Prints the tarball's path on the last line.
 # Usage: ./scripts/build-npm.sh
@@ -25,6 +28,14 @@ fi
 # replace the simd128 and getrandom flags of .cargo/config.toml.
 cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown >&2
 wasm_in="$target_dir/wasm32-unknown-unknown/wasm-release/saguaro_wasm.wasm"
+# The relaxed build (another cargo feature set: the engine and this crate build again) is kept
+# apart from the plain one, which cargo would overwrite.
+wasm_relaxed_in="$target_dir/npm-relaxed/saguaro_wasm.wasm"
+mkdir -p "$(dirname "$wasm_relaxed_in")"
+cp "$wasm_in" "$target_dir/npm-relaxed/plain.wasm"
+cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown --features relaxed-simd >&2
+cp "$wasm_in" "$wasm_relaxed_in"
+cp "$target_dir/npm-relaxed/plain.wasm" "$wasm_in"
 
 step "wasm-bindgen (the CLI at the Cargo.lock version)"
 lock_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
@@ -39,6 +50,13 @@ glue="$target_dir/npm-glue"
 rm -rf "$glue"
 mkdir -p "$glue"
 wasm-bindgen --target web --out-dir "$glue" --out-name saguaro_wasm "$wasm_in" >&2
+rm -rf "$glue-relaxed"
+mkdir -p "$glue-relaxed"
+wasm-bindgen --target web --out-dir "$glue-relaxed" --out-name saguaro_wasm "$wasm_relaxed_in" >&2
+# One glue serves both modules: the builds differ only inside the GEMM, never in what they
+# import or export.
+cmp -s "$glue/saguaro_wasm.js" "$glue-relaxed/saguaro_wasm.js" \
+  || { echo "build-npm: the relaxed build's wasm-bindgen glue differs from the plain one's" >&2; exit 1; }
 
 step "npm ci (typescript, binaryen)"
 cd "$root/npm"
@@ -50,21 +68,55 @@ cp "$glue/saguaro_wasm.js" "$glue/saguaro_wasm.d.ts" wasm/
 # The features rustc 1.95 enables for wasm32 by default, plus simd128.
 features=(--enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
   --enable-reference-types --enable-multivalue --enable-mutable-globals)
-# wasm-opt takes about a minute: reuse its output when its input has not changed.
+# wasm-opt takes about a minute per module: reuse its output when its input has not changed.
 cache="$target_dir/npm-wasm-opt"
 mkdir -p "$cache"
-key=$( (sha256sum "$glue/saguaro_wasm_bg.wasm"; ./node_modules/.bin/wasm-opt --version; echo "${features[*]}") | sha256sum | cut -c1-32)
-if [ -f "$cache/$key.wasm" ]; then
-  echo "unchanged since the last build: reusing $cache/$key.wasm" >&2
-else
-  rm -f "$cache"/*.wasm
-  ./node_modules/.bin/wasm-opt -O3 "${features[@]}" "$glue/saguaro_wasm_bg.wasm" -o "$cache/$key.tmp"
-  mv "$cache/$key.tmp" "$cache/$key.wasm"
+# optimize IN OUT [extra wasm-opt flags]
+optimize() {
+  local key
+  key=$( (sha256sum "$1"; ./node_modules/.bin/wasm-opt --version; echo "${features[*]} ${*:3}") | sha256sum | cut -c1-32)
+  if [ -f "$cache/$key.wasm" ]; then
+    echo "unchanged since the last build: reusing $cache/$key.wasm" >&2
+  else
+    ./node_modules/.bin/wasm-opt -O3 "${features[@]}" "${@:3}" "$1" -o "$cache/$key.tmp"
+    mv "$cache/$key.tmp" "$cache/$key.wasm"
+  fi
+  cp "$cache/$key.wasm" "$2"
+  kept+=("$cache/$key.wasm")
+}
+kept=()
+optimize "$glue/saguaro_wasm_bg.wasm" wasm/saguaro_wasm_bg.wasm
+
+# The relaxed module. LLVM's wasm backend applies one feature set to the whole module, and with
+# relaxed-simd it lowers the pmax / pmin patterns (f32x4_pmax in the activation quantizer,
+# clamps the scalar code vectorizes) to f32x4.relaxed_max / relaxed_min, whose NaN and
+# signed-zero results are the runtime's choice. The same IR gives f32x4.pmax / pmin in the
+# plain build, so they are put back (binaryen's text round trip), and the optimized module
+# must hold no relaxed instruction but the dot product, whose use is exact (engine/src/
+# kernels/simd128/relaxed.rs).
+dis="$target_dir/npm-relaxed/relaxed.wat"
+./node_modules/.bin/wasm-dis "$glue-relaxed/saguaro_wasm_bg.wasm" -o "$dis"
+sed -i -e 's/f32x4\.relaxed_max/f32x4.pmax/g' -e 's/f32x4\.relaxed_min/f32x4.pmin/g' \
+  -e 's/f64x2\.relaxed_max/f64x2.pmax/g' -e 's/f64x2\.relaxed_min/f64x2.pmin/g' "$dis"
+./node_modules/.bin/wasm-as "${features[@]}" --enable-relaxed-simd "$dis" -o "$target_dir/npm-relaxed/restored.wasm"
+rm -f "$dis"
+optimize "$target_dir/npm-relaxed/restored.wasm" wasm/saguaro_wasm_relaxed_bg.wasm --enable-relaxed-simd
+others=$(./node_modules/.bin/wasm-dis wasm/saguaro_wasm_relaxed_bg.wasm | grep -o '[a-z0-9]*\.relaxed_[a-z0-9_]*' | sort | uniq -c \
+  | grep -v ' i16x8\.relaxed_dot_i8x16_i7x16_s$' || true)
+if [ -n "$others" ]; then
+  echo "build-npm: the relaxed module holds relaxed instructions other than the dot product:" >&2
+  echo "$others" >&2
+  exit 1
 fi
-cp "$cache/$key.wasm" wasm/saguaro_wasm_bg.wasm
-raw=$(wc -c < wasm/saguaro_wasm_bg.wasm)
-gz=$(gzip -9 -c wasm/saguaro_wasm_bg.wasm | wc -c)
-echo "saguaro_wasm_bg.wasm: $raw bytes ($(awk "BEGIN {printf \"%.2f\", $raw / 1048576}") MiB), gzip -9: $gz bytes ($(awk "BEGIN {printf \"%.2f\", $gz / 1048576}") MiB)" >&2
+# Drop the cache entries of earlier inputs.
+for f in "$cache"/*.wasm; do
+  case " ${kept[*]} " in *" $f "*) ;; *) rm -f "$f" ;; esac
+done
+for f in saguaro_wasm_bg.wasm saguaro_wasm_relaxed_bg.wasm; do
+  raw=$(wc -c < "wasm/$f")
+  gz=$(gzip -9 -c "wasm/$f" | wc -c)
+  echo "$f: $raw bytes ($(awk "BEGIN {printf \"%.2f\", $raw / 1048576}") MiB), gzip -9: $gz bytes ($(awk "BEGIN {printf \"%.2f\", $gz / 1048576}") MiB)" >&2
+done
 
 step "TypeScript"
 rm -rf dist

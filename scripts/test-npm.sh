@@ -6,7 +6,8 @@
 # the run from tests/fixtures (f32, f16, int8, int4; dense and MoE; none committed).
 # Ends with `test result: ok. N passed; M failed` (or FAILED) and a non-zero status on failure.
 #
-# Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build)
+# Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build; twice
+#                                         where Node needs a flag for relaxed-simd: once per module)
 #        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
 #                                         (about 380 MB, `saguaro synth`, kept in the target
 #                                         folder) loads and runs in wasm32 in Node
@@ -142,6 +143,25 @@ passed=$(awk '/^# pass /{print $3}' "$tap" | tail -n 1)
 failed=$(awk '/^# fail /{print $3}' "$tap" | tail -n 1)
 passed=${passed:-0}
 failed=${failed:-0}
+
+# The package tests again on the relaxed-simd module (saguaro_wasm_relaxed_bg.wasm), which the
+# first pass used only if this Node ships relaxed-simd; Node 20 has it behind a V8 flag.
+if [ "$big$real$gemma" = 000 ] && node --experimental-wasm-relaxed-simd -e 0 2>/dev/null \
+   && ! node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
+  step "node:test on the relaxed-simd module (--experimental-wasm-relaxed-simd)"
+  tap2="$work/results-relaxed.tap"
+  status2=0
+  (cd "$app" && SAGUARO_EXPECT_RELAXED=1 node --experimental-wasm-relaxed-simd --test --test-reporter=spec \
+    --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination="$tap2" "${extra[@]}" "${tests[@]}") || status2=$?
+  p2=$(awk '/^# pass /{print $3}' "$tap2" | tail -n 1)
+  f2=$(awk '/^# fail /{print $3}' "$tap2" | tail -n 1)
+  passed=$((passed + ${p2:-0}))
+  failed=$((failed + ${f2:-0}))
+  if [ "$status2" -ne 0 ]; then
+    status=$status2
+    [ "${f2:-0}" != 0 ] || failed=$((failed + 1))
+  fi
+fi
 if [ "$status" -ne 0 ] && [ "$failed" = 0 ]; then failed=1; fi
 echo
 if [ "$status" -eq 0 ]; then

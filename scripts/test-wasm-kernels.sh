@@ -3,7 +3,7 @@
 # -C target-feature=+simd128, so Kernels::portable() is the simd128 tier and its bit-exactness
 # tests against the scalar kernels run too) in Node's WASI (scripts/wasm-runner.mjs).
 # Installs what it needs first (idempotent): the rustup target; Node >= 20 must be on PATH.
-# Usage: ./scripts/test-wasm-kernels.sh [extra cargo test args, e.g. -- simd128]
+# Usage: [SAGUARO_WASM_RELAXED=1] ./scripts/test-wasm-kernels.sh [extra cargo test args, e.g. -- simd128]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -42,10 +42,21 @@ export SAGUARO_FIXTURES_DIR="$root/tests/fixtures"
 # and 22); here it showed as a SIGSEGV in Node's exit after every test had passed, at random
 # with the defaults and every time with --no-wasm-tier-up. Without fast calls: no crash in
 # repeated runs. They only speed up the WASI calls, which these tests barely make.
-export CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings --no-turbo-fast-api-calls $root/scripts/wasm-runner.mjs"
+# SAGUARO_WASM_RELAXED=1: with the engine's relaxed-simd feature (the simd128+relaxed tier, the
+# npm package's second build); Node 20 validates it only behind --experimental-wasm-relaxed-simd
+# (later Nodes ship it and may no longer know the flag).
+node_flags=(--no-warnings --no-turbo-fast-api-calls)
+features=()
+if [ "${SAGUARO_WASM_RELAXED:-0}" = 1 ]; then
+  features=(--features relaxed-simd)
+  if node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then
+    node_flags+=(--experimental-wasm-relaxed-simd)
+  fi
+fi
+export CARGO_TARGET_WASM32_WASIP1_RUNNER="node ${node_flags[*]} $root/scripts/wasm-runner.mjs"
 export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128"
 cd "$ws"
-run() { cargo test -p saguaro-engine --target wasm32-wasip1 --lib --test determinism "$@"; }
+run() { cargo test -p saguaro-engine ${features[@]+"${features[@]}"} --target wasm32-wasip1 --lib --test determinism "$@"; }
 if run "$@"; then
   exit 0
 fi

@@ -45,6 +45,9 @@ step "aarch64 kernels and end-to-end bits under qemu-user (cortex-a53, neoverse-
 step "engine in wasm32 with simd128 (Node WASI): unit tests and end-to-end bits"
 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
 
+step "engine in wasm32 with simd128 + relaxed-simd (the npm package's second module): unit tests and end-to-end bits"
+SAGUARO_WASM_RELAXED=1 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
+
 step "fuzz targets: a ${SAGUARO_FUZZ_SECONDS:-20} s smoke run each from the committed seeds (cargo-fuzz)"
 ./scripts/test-fuzz.sh 2>&1 | tee -a "$log"
 

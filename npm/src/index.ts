@@ -1,5 +1,6 @@
 // Browsers and Web Workers (and the default for bundlers): the WebAssembly module is fetched
-// from the package's own folder, next to this file's (wasm/saguaro_wasm_bg.wasm).
+// from the package's own folder, next to this file's (wasm/saguaro_wasm_bg.wasm, or
+// wasm/saguaro_wasm_relaxed_bg.wasm where the runtime has relaxed-simd).
 //
 //   import { Model } from '@saguaro/llm';
 //   const model = await Model.load('/models/lfm2-350m-int8.cact', { onProgress, cache: true });
@@ -11,7 +12,9 @@ import { setPlatform } from './core.js';
 
 setPlatform({
   priority: 1,
-  wasm: () => new URL('../wasm/saguaro_wasm_bg.wasm', import.meta.url),
+  // Two literal URLs, so bundlers see (and copy) both files.
+  wasm: (relaxed) =>
+    relaxed ? new URL('../wasm/saguaro_wasm_relaxed_bg.wasm', import.meta.url) : new URL('../wasm/saguaro_wasm_bg.wasm', import.meta.url),
 });
 
 export * from './core.js';

@@ -48,7 +48,7 @@ async function openFile(path: string): Promise<LocalFile> {
 
 setPlatform({
   priority: 2,
-  wasm: () => readFile(new URL('../wasm/saguaro_wasm_bg.wasm', import.meta.url)),
+  wasm: (relaxed) => readFile(new URL(relaxed ? '../wasm/saguaro_wasm_relaxed_bg.wasm' : '../wasm/saguaro_wasm_bg.wasm', import.meta.url)),
   openFile(source) {
     const path = filePath(source);
     return path === null ? null : openFile(path);

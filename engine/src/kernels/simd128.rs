@@ -1,4 +1,8 @@
-//! WebAssembly simd128 kernels (stable `core::arch::wasm32` intrinsics, no relaxed-simd).
+//! WebAssembly simd128 kernels (stable `core::arch::wasm32` intrinsics).
+//!
+//! With the engine's `relaxed-simd` cargo feature (the npm package's second module) the INT4
+//! GEMM uses relaxed-simd's 8-bit dot product instead, in [`relaxed`] (its doc says why the
+//! results stay the same bits), and the tier is named `simd128+relaxed`.
 //!
 //! Compiled only for `wasm32` with `target_feature = "simd128"` (`-C target-feature=+simd128`),
 //! where [`super::Kernels::portable`] returns [`kernels`]. Every entry returns results
@@ -27,10 +31,20 @@ use std::ops::Range;
 use super::{Kernels, QuantActs, QuantMatrix, F32_LANES};
 use crate::quant::{QuantKind, QuantShape, CHUNK_BYTES, CHUNK_K, GROUP, ROW_BLOCK};
 
+#[cfg(feature = "relaxed-simd")]
+mod relaxed;
+
+/// The tier's name in [`Kernels::tier`] (and the model info the packages report).
+#[cfg(not(feature = "relaxed-simd"))]
+const TIER: &str = "simd128";
+/// With relaxed-simd the quantized GEMM uses the 8-bit dot products ([`relaxed`]).
+#[cfg(feature = "relaxed-simd")]
+const TIER: &str = "simd128+relaxed";
+
 /// The simd128 kernel table.
 pub const fn kernels() -> Kernels {
     Kernels {
-        tier: "simd128",
+        tier: TIER,
         dot_f32,
         matmul_f32,
         matmul_f16,
@@ -517,29 +531,90 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
         let mut t0 = 0;
         while t0 < tokens {
             let nt = TILE.min(tokens - t0);
-            prepare_acts(kind, acts, t0, nt, groups, &mut xv, &mut corr);
+            if cfg!(feature = "relaxed-simd") && kind == QuantKind::Q4 {
+                #[cfg(feature = "relaxed-simd")]
+                relaxed::prepare_acts(acts, t0, nt, groups, &mut xv, &mut corr);
+            } else {
+                prepare_acts(kind, acts, t0, nt, groups, &mut xv, &mut corr);
+            }
             for rb in p0..p1 {
                 let o = t0 * width + (rb - blocks.start) * ROW_BLOCK;
                 let outp = out[o..].as_mut_ptr();
                 // SAFETY: rb < blocks.end (data and scales checked above); tokens t0 .. t0 + nt
                 // exist; out holds rows o + t * width .. + 16 for t < nt (o + (nt - 1) * width
                 // + 16 <= tokens * width); xv / corr were just filled for nt tokens.
-                unsafe {
-                    match (kind, nt) {
-                        (QuantKind::Q8, 1) => q8_block_1(&job, rb, t0, &xv, outp),
-                        (QuantKind::Q8, 2) => q8_block_n::<2>(&job, rb, t0, &xv, outp, width),
-                        (QuantKind::Q8, 3) => q8_block_n::<3>(&job, rb, t0, &xv, outp, width),
-                        (QuantKind::Q8, _) => q8_block_n::<4>(&job, rb, t0, &xv, outp, width),
-                        (QuantKind::Q4, 1) => q4_block_1(&job, rb, t0, &xv, &corr, outp),
-                        (QuantKind::Q4, 2) => q4_block_n::<2>(&job, rb, t0, &xv, &corr, outp, width),
-                        (QuantKind::Q4, 3) => q4_block_n::<3>(&job, rb, t0, &xv, &corr, outp, width),
-                        (QuantKind::Q4, _) => q4_block_n::<4>(&job, rb, t0, &xv, &corr, outp, width),
-                    }
-                }
+                unsafe { block(kind, nt, &job, rb, t0, &xv, &corr, outp, width) }
             }
             t0 += nt;
         }
         p0 = p1;
+    }
+}
+
+/// Row block `rb` for tokens `t0 .. t0 + nt` (nt <= [`TILE`]): the plain simd128 kernels.
+///
+/// # Safety
+/// See the call in [`gemm`].
+#[cfg(not(feature = "relaxed-simd"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    kind: QuantKind,
+    nt: usize,
+    job: &Job,
+    rb: usize,
+    t0: usize,
+    xv: &[v128],
+    corr: &[v128],
+    out: *mut f32,
+    width: usize,
+) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        match (kind, nt) {
+            (QuantKind::Q8, 1) => q8_block_1(job, rb, t0, xv, out),
+            (QuantKind::Q8, 2) => q8_block_n::<2>(job, rb, t0, xv, out, width),
+            (QuantKind::Q8, 3) => q8_block_n::<3>(job, rb, t0, xv, out, width),
+            (QuantKind::Q8, _) => q8_block_n::<4>(job, rb, t0, xv, out, width),
+            (QuantKind::Q4, 1) => q4_block_1(job, rb, t0, xv, corr, out),
+            (QuantKind::Q4, 2) => q4_block_n::<2>(job, rb, t0, xv, corr, out, width),
+            (QuantKind::Q4, 3) => q4_block_n::<3>(job, rb, t0, xv, corr, out, width),
+            (QuantKind::Q4, _) => q4_block_n::<4>(job, rb, t0, xv, corr, out, width),
+        }
+    }
+}
+
+/// Row block `rb` for tokens `t0 .. t0 + nt`: the relaxed-simd INT4 kernels ([`relaxed`]).
+///
+/// # Safety
+/// See the call in [`gemm`].
+#[cfg(feature = "relaxed-simd")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    kind: QuantKind,
+    nt: usize,
+    job: &Job,
+    rb: usize,
+    t0: usize,
+    xv: &[v128],
+    corr: &[v128],
+    out: *mut f32,
+    width: usize,
+) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        match (kind, nt) {
+            // INT8: the plain kernels (see the relaxed module's doc).
+            (QuantKind::Q8, 1) => q8_block_1(job, rb, t0, xv, out),
+            (QuantKind::Q8, 2) => q8_block_n::<2>(job, rb, t0, xv, out, width),
+            (QuantKind::Q8, 3) => q8_block_n::<3>(job, rb, t0, xv, out, width),
+            (QuantKind::Q8, _) => q8_block_n::<4>(job, rb, t0, xv, out, width),
+            (QuantKind::Q4, 1) => relaxed::q4_block::<1>(job, rb, t0, xv, corr, out, width),
+            (QuantKind::Q4, 2) => relaxed::q4_block::<2>(job, rb, t0, xv, corr, out, width),
+            (QuantKind::Q4, 3) => relaxed::q4_block::<3>(job, rb, t0, xv, corr, out, width),
+            (QuantKind::Q4, _) => relaxed::q4_block::<4>(job, rb, t0, xv, corr, out, width),
+        }
     }
 }
 
@@ -738,6 +813,7 @@ unsafe fn q8_block_n<const N: usize>(job: &Job, rb: usize, t0: usize, xv: &[v128
 /// The 4 rows x 4 k (low nibbles: chunk p) and (high nibbles: chunk p + 4) of one load, as
 /// zero-extended i16: (rows 0-1 low, rows 0-1 high, rows 2-3 low, rows 2-3 high).
 #[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", allow(dead_code))]
 fn nibbles(w: v128) -> (v128, v128, v128, v128) {
     let m = u16x8_splat(0x0F);
     let e0 = u16x8_extend_low_u8x16(w);
@@ -750,6 +826,7 @@ fn nibbles(w: v128) -> (v128, v128, v128, v128) {
 /// # Safety
 /// See the call in [`gemm`].
 #[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", allow(dead_code))]
 unsafe fn q4_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], corr: &[v128], out: *mut f32) {
     let groups = job.groups;
     // SAFETY: block rb's data and scales are in bounds (checked in gemm).
@@ -782,6 +859,7 @@ unsafe fn q4_block_1(job: &Job, rb: usize, t: usize, xv: &[v128], corr: &[v128],
 /// # Safety
 /// See the call in [`gemm`].
 #[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", allow(dead_code))]
 unsafe fn q4_block_n<const N: usize>(
     job: &Job,
     rb: usize,
@@ -836,6 +914,7 @@ unsafe fn q4_block_n<const N: usize>(
 /// # Safety
 /// `wg` points into a group's data such that `wg + 64 p + 32` is readable for p < 4.
 #[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", allow(dead_code))]
 unsafe fn q4_two_quads(wg: *const u8, xg: &[v128]) -> (v128, v128, v128, v128) {
     let zi = i32x4_splat(0);
     let (mut l0, mut h0, mut l1, mut h1) = (zi, zi, zi, zi);
@@ -916,7 +995,8 @@ mod tests {
 
     #[test]
     fn portable_table_is_simd128() {
-        assert_eq!(Kernels::portable().tier, "simd128");
+        let want = if cfg!(feature = "relaxed-simd") { "simd128+relaxed" } else { "simd128" };
+        assert_eq!(Kernels::portable().tier, want);
     }
 
     #[test]

@@ -516,6 +516,14 @@ async function main() {
         },
       };
     }, pkgName);
+    await test('worker: the relaxed-simd module runs where the browser validates it (its logits and tokens are the ones checked below)', async () => {
+      const { relaxed, kernels } = await page.evaluate(async (pkgName) => {
+        const { relaxedSimd } = await import(pkgName);
+        return { relaxed: relaxedSimd(), kernels: (await window.__t.get('int4')).info.kernels };
+      }, pkgName);
+      assert(kernels === (relaxed ? 'simd128+relaxed' : 'simd128'), `relaxedSimd() ${relaxed}, kernels ${kernels}`);
+      log(`  the browser runs the ${kernels} module`);
+    });
     await test('worker: completions equal native (response JSON, token events) for greedy, penalty, tools, sampled, stop sequence', async () => {
       for (const { name, request } of requests) {
         const got = await page.evaluate(async (request) => {
