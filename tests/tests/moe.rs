@@ -64,7 +64,7 @@ fn bits(m: &Model, seq: &[u32], split: usize) -> Vec<u32> {
 }
 
 #[test]
-fn grouped_prefill_is_bit_identical_for_every_scheme_and_thread_count() {
+fn grouped_prefill_and_decode_are_bit_identical_for_every_scheme_and_thread_count() {
     for name in MOE_FIXTURES {
         let seq = Reference::load(name).full_sequence();
         for quant in [Quant::F32, Quant::F16, Quant::Int8, Quant::Int4] {
@@ -76,6 +76,8 @@ fn grouped_prefill_is_bit_identical_for_every_scheme_and_thread_count() {
                 let pool = Arc::new(Pool::new(n).unwrap());
                 m.set_threads(Threads { prefill: pool.clone(), decode: pool });
                 assert_eq!(bits(&m, &seq, seq.len()), want, "{name} {quant:?}: {n} threads");
+                // Decode on n threads: the chosen experts run one per thread.
+                assert_eq!(bits(&m, &seq, 5), want, "{name} {quant:?}: decode on {n} threads");
             }
         }
     }

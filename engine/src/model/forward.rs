@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 use crate::config::Activation;
 use crate::math::{gelu_tanh, rms_norm, rms_norm_rows_inplace, softcap, Rope};
-use crate::parallel::{for_each_piece_mut, split_len, Parallel};
+use crate::parallel::{for_each_piece_mut, split_len, Parallel, Serial};
 
 /// Prompts longer than this are processed in chunks of this many tokens.
 pub const PREFILL_CHUNK: usize = 256;
@@ -366,6 +366,10 @@ fn route_with(
     }
 }
 
+/// Up to this many (token, rank) rows per MoE block, the chosen experts run in parallel, one
+/// per thread (decode); above it, each expert's matmuls are split across the threads (prefill).
+const EXPERT_PARALLEL_MAX_ROWS: usize = 16;
+
 /// Mixture-of-experts FFN over T tokens. Tokens are grouped by expert: each chosen expert
 /// runs one SwiGLU over the rows routed to it (in token order), so a decode step reads only
 /// its k experts. Each token's output is then `sum_j w_j * y_j` accumulated from zero in
@@ -383,23 +387,40 @@ fn moe_forward(k: &Kernels, par: &dyn Parallel, moe: &MoeBlock, u: &[f32], t: us
     }
 
     let mut ys = vec![0.0f32; t * top_k * d]; // [T, k, D] expert output of each (token, rank)
-    let mut slots = Vec::with_capacity(t); // (token, rank) slots routed to one expert
-    let mut xs = Vec::with_capacity(t * d);
-    let mut y = Vec::with_capacity(t * d);
-    for (e, expert) in moe.experts.iter().enumerate() {
-        slots.clear();
-        slots.extend((0..t * top_k).filter(|&s| chosen[s] == e));
-        if slots.is_empty() {
-            continue;
-        }
-        xs.clear();
-        for &s in &slots {
+    // The chosen experts in index order, each with its (token, rank) slots in token order.
+    let active: Vec<(usize, Vec<usize>)> = (0..n_exp)
+        .map(|e| (e, (0..t * top_k).filter(|&s| chosen[s] == e).collect::<Vec<_>>()))
+        .filter(|(_, slots)| !slots.is_empty())
+        .collect();
+    // One expert's SwiGLU over its slots' rows, into `y` [slots, D].
+    let run_expert = |par: &dyn Parallel, e: usize, slots: &[usize], y: &mut Vec<f32>| {
+        let mut xs = Vec::with_capacity(slots.len() * d);
+        for &s in slots {
             let ti = s / top_k;
             xs.extend_from_slice(&u[ti * d..(ti + 1) * d]);
         }
         y.clear();
         y.resize(slots.len() * d, 0.0);
-        ffn_forward(k, par, expert, &xs, slots.len(), &mut y);
+        ffn_forward(k, par, &moe.experts[e], &xs, slots.len(), y);
+    };
+    let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); active.len()];
+    if par.threads() > 1 && active.len() > 1 && t * top_k <= EXPERT_PARALLEL_MAX_ROWS {
+        // Decode (a few rows per expert): one task per expert, each on one thread, instead of
+        // splitting every small matmul across the threads (3 synchronisations per expert).
+        // Each expert's rows are computed by the same operations either way.
+        let cells: Vec<std::sync::Mutex<Vec<f32>>> = outputs.drain(..).map(std::sync::Mutex::new).collect();
+        par.run(active.len(), &|i| {
+            let (e, slots) = &active[i];
+            let mut y = cells[i].lock().unwrap_or_else(|p| p.into_inner());
+            run_expert(&Serial, *e, slots, &mut y);
+        });
+        outputs = cells.into_iter().map(|c| c.into_inner().unwrap_or_else(|p| p.into_inner())).collect();
+    } else {
+        for ((e, slots), y) in active.iter().zip(&mut outputs) {
+            run_expert(par, *e, slots, y);
+        }
+    }
+    for ((_, slots), y) in active.iter().zip(&outputs) {
         for (&s, row) in slots.iter().zip(y.chunks_exact(d)) {
             ys[s * d..(s + 1) * d].copy_from_slice(row);
         }
