@@ -1,31 +1,36 @@
 #!/usr/bin/env python3
-"""Write a random-weight LFM2-8B-A1B-shaped GGUF (architecture `lfm2moe`) in Q4_0, for
-llama.cpp's llama-bench and `saguaro convert` (benches/llamacpp/run.sh).
+"""Write a random-weight LFM2-shaped GGUF for llama.cpp's llama-bench and `saguaro convert`
+(benches/llamacpp/run.sh, benches/compare.sh): the LFM2-8B-A1B shape (architecture `lfm2moe`)
+or the LFM2-350M shape (`lfm2`), every matrix Q4_0 or Q8_0.
 
-    /work/pyenv/bin/python benches/llamacpp/make_moe_gguf.py benches/models/lfm2-8b-a1b-q4_0.gguf
+    /work/pyenv/bin/python benches/llamacpp/make_gguf.py benches/models/lfm2-8b-a1b-q4_0.gguf
+    /work/pyenv/bin/python benches/llamacpp/make_gguf.py --shape lfm2-350m --quant q8_0 OUT.gguf
 
-The shape is engine/src/synth.rs `shape_config("lfm2-8b-a1b")`: hidden 2048, 24 layers
-(attention at 2, 6, 10, 14, 18, 21; the rest short-conv with L = 3 and no bias), 32 query
-heads / 8 KV heads of 64, dense SwiGLU FFN 7168 in the first 2 layers, then 32 experts of
-width 1792 with top-4 sigmoid routing, an expert bias and normalised top-k weights; vocabulary
-65536 with tied embeddings. 8.3 B parameters, ~4.7 GB.
+The shapes are engine/src/synth.rs `shape_config`:
+- lfm2-8b-a1b: hidden 2048, 24 layers (attention at 2, 6, 10, 14, 18, 21; the rest short-conv
+  with L = 3 and no bias), 32 query heads / 8 KV heads of 64, dense SwiGLU FFN 7168 in the
+  first 2 layers, then 32 experts of width 1792 with top-4 sigmoid routing, an expert bias and
+  normalised top-k weights. 8.3 B parameters, ~4.7 GB in Q4_0, ~8.8 GB in Q8_0.
+- lfm2-350m: hidden 1024, 16 layers (attention at 2, 5, 8, 10, 12, 14), 16 query heads / 8 KV
+  heads of 64, SwiGLU FFN 4608. 354 M parameters, ~0.2 GB in Q4_0, ~0.38 GB in Q8_0.
+Both: vocabulary 65536 with tied embeddings.
 
-Tensors and metadata follow llama.cpp's `LFM2MoeModel` converter and its loader
-(src/models/lfm2moe.cpp `load_arch_tensors` / `load_arch_hparams`), as
-tests/fixtures/make_gguf.py `write_moe_model` writes them: stacked experts
+Tensors and metadata follow llama.cpp's `LFM2Model` / `LFM2MoeModel` converters and loaders
+(src/models/lfm2.cpp, lfm2moe.cpp), as tests/fixtures/make_gguf.py writes them: stacked experts
 `blk.N.ffn_{gate,up,down}_exps.weight` (numpy shape [E, rows, cols]), the router
 `blk.N.ffn_gate_inp.weight` and `blk.N.exp_probs_b.bias` in F32, norms and short-conv taps in
-F32. Every matrix is Q4_0, the tied `token_embd` too (llama-quantize's default would give the
-output matrix Q6_K; Q4_0 keeps parity with Saguaro's int4, which quantizes the tied embedding).
+F32. Every matrix is quantized, the tied `token_embd` too (llama-quantize's default would give
+the output matrix Q6_K; one type keeps parity with Saguaro's int4 / int8, which quantize the
+tied embedding).
 
-Weights are random Q4_0 blocks generated as bytes (nibbles uniform in 1..15, i.e. values in
--7d..7d with mean 0, and an f16 scale d of about 1 / (8 sqrt(cols)) per block, so the values have
-a deviation of ~0.54 / sqrt(cols), as `saguaro synth` uses 0.6 / sqrt(fan_in); the embedding has
-deviation ~1); no f32 copy of a matrix is ever made. The file is
-written one tensor at a time (peak memory: the largest tensor, ~75 MB) to `<out>.partial`,
-renamed on success. Deterministic for a given --seed. The vocabulary is placeholder text (the
-256 GPT-2 byte tokens, one merge, `<tN>` for the rest): enough for llama.cpp to load it and for
-llama-bench, which feeds random token ids below n_vocab.
+Weights are random blocks generated as bytes, mean 0, with an f16 scale d per block chosen so the
+values have a deviation of ~0.54 / sqrt(cols) (as `saguaro synth` uses 0.6 / sqrt(fan_in); the
+embedding has deviation ~1): Q4_0 nibbles uniform in 1..15 (values -7d..7d), Q8_0 bytes uniform
+in -127..127. No f32 copy of a matrix is ever made. The file is written one tensor at a time
+(peak memory: the largest tensor) to `<out>.partial`, renamed on success. Deterministic for a
+given --seed. The vocabulary is placeholder text (the 256 GPT-2 byte tokens, one merge, `<tN>`
+for the rest): enough for llama.cpp to load it and for llama-bench, which feeds random token ids
+below n_vocab.
 """
 
 import argparse
@@ -38,89 +43,99 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 
-HIDDEN = 2048
-LAYERS = 24
-ATTN_LAYERS = (2, 6, 10, 14, 18, 21)
-HEADS = 32
-KV_HEADS = 8
-HEAD_DIM = HIDDEN // HEADS
-FFN = 7168
-DENSE_LAYERS = 2
-EXPERTS = 32
-TOP_K = 4
-EXPERT_FFN = 1792
+SHAPES = {
+    # hidden, layers, attention layers, heads, KV heads, dense FFN, dense layers, experts, top-k, expert FFN
+    "lfm2-8b-a1b": dict(hidden=2048, layers=24, attn=(2, 6, 10, 14, 18, 21), heads=32, kv_heads=8, ffn=7168,
+                        dense_layers=2, experts=32, top_k=4, expert_ffn=1792),
+    "lfm2-350m": dict(hidden=1024, layers=16, attn=(2, 5, 8, 10, 12, 14), heads=16, kv_heads=8, ffn=4608,
+                      dense_layers=16, experts=0, top_k=0, expert_ffn=0),
+}
 VOCAB = 65536
 CONV_L = 3
 N_SPECIAL = 16  # ids 0..15: control tokens (BOS 1, EOS 7, PAD 0, as LFM2)
+HEAD_DIM = 64
 
-Q4_BLOCK, Q4_BYTES = gguf.GGML_QUANT_SIZES[Q.Q4_0]  # 32 weights in 18 bytes
+# (weights per block, bytes per block)
+BLOCK = {"q4_0": gguf.GGML_QUANT_SIZES[Q.Q4_0], "q8_0": gguf.GGML_QUANT_SIZES[Q.Q8_0]}
+GGML_TYPE = {"q4_0": Q.Q4_0, "q8_0": Q.Q8_0}
+FILE_TYPE = {"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+# Deviation of one quantized value in units of d: Q4_0 -7..7 uniform, Q8_0 -127..127 uniform.
+VALUE_SD = {"q4_0": (2 * sum(k * k for k in range(1, 8)) / 15) ** 0.5, "q8_0": (127 * 128 / 3) ** 0.5}
 
 
-def tensor_plan():
-    """[(gguf name, numpy shape (outermost first), kind)]; kind: 'q4' (a matrix or a stack of
-    matrices, Q4_0), 'embed' (Q4_0, unit deviation), 'norm' (F32 ones), 'conv', 'router',
-    'bias' (F32 random)."""
-    plan = [("token_embd.weight", (VOCAB, HIDDEN), "embed")]
-    for i in range(LAYERS):
+def tensor_plan(c):
+    """[(gguf name, numpy shape (outermost first), kind)]; kind: 'mat' (a matrix or a stack of
+    matrices, quantized), 'embed' (quantized, unit deviation), 'norm' (F32 ones), 'conv',
+    'router', 'bias' (F32 random)."""
+    hidden, heads, kv = c["hidden"], c["heads"], c["kv_heads"]
+    plan = [("token_embd.weight", (VOCAB, hidden), "embed")]
+    for i in range(c["layers"]):
         b = f"blk.{i}"
-        plan.append((f"{b}.attn_norm.weight", (HIDDEN,), "norm"))
-        if i in ATTN_LAYERS:
+        plan.append((f"{b}.attn_norm.weight", (hidden,), "norm"))
+        if i in c["attn"]:
             plan += [
-                (f"{b}.attn_q.weight", (HEADS * HEAD_DIM, HIDDEN), "q4"),
-                (f"{b}.attn_k.weight", (KV_HEADS * HEAD_DIM, HIDDEN), "q4"),
-                (f"{b}.attn_v.weight", (KV_HEADS * HEAD_DIM, HIDDEN), "q4"),
-                (f"{b}.attn_output.weight", (HIDDEN, HEADS * HEAD_DIM), "q4"),
+                (f"{b}.attn_q.weight", (heads * HEAD_DIM, hidden), "mat"),
+                (f"{b}.attn_k.weight", (kv * HEAD_DIM, hidden), "mat"),
+                (f"{b}.attn_v.weight", (kv * HEAD_DIM, hidden), "mat"),
+                (f"{b}.attn_output.weight", (hidden, heads * HEAD_DIM), "mat"),
                 (f"{b}.attn_q_norm.weight", (HEAD_DIM,), "norm"),
                 (f"{b}.attn_k_norm.weight", (HEAD_DIM,), "norm"),
             ]
         else:
             plan += [
-                (f"{b}.shortconv.in_proj.weight", (3 * HIDDEN, HIDDEN), "q4"),
-                (f"{b}.shortconv.conv.weight", (HIDDEN, CONV_L), "conv"),  # GGUF ne = [L, D]
-                (f"{b}.shortconv.out_proj.weight", (HIDDEN, HIDDEN), "q4"),
+                (f"{b}.shortconv.in_proj.weight", (3 * hidden, hidden), "mat"),
+                (f"{b}.shortconv.conv.weight", (hidden, CONV_L), "conv"),  # GGUF ne = [L, D]
+                (f"{b}.shortconv.out_proj.weight", (hidden, hidden), "mat"),
             ]
-        plan.append((f"{b}.ffn_norm.weight", (HIDDEN,), "norm"))
-        if i < DENSE_LAYERS:
+        plan.append((f"{b}.ffn_norm.weight", (hidden,), "norm"))
+        if i < c["dense_layers"]:
             plan += [
-                (f"{b}.ffn_gate.weight", (FFN, HIDDEN), "q4"),
-                (f"{b}.ffn_up.weight", (FFN, HIDDEN), "q4"),
-                (f"{b}.ffn_down.weight", (HIDDEN, FFN), "q4"),
+                (f"{b}.ffn_gate.weight", (c["ffn"], hidden), "mat"),
+                (f"{b}.ffn_up.weight", (c["ffn"], hidden), "mat"),
+                (f"{b}.ffn_down.weight", (hidden, c["ffn"]), "mat"),
             ]
         else:
+            e, f = c["experts"], c["expert_ffn"]
             plan += [
-                (f"{b}.ffn_gate_inp.weight", (EXPERTS, HIDDEN), "router"),
-                (f"{b}.exp_probs_b.bias", (EXPERTS,), "bias"),
-                (f"{b}.ffn_gate_exps.weight", (EXPERTS, EXPERT_FFN, HIDDEN), "q4"),
-                (f"{b}.ffn_up_exps.weight", (EXPERTS, EXPERT_FFN, HIDDEN), "q4"),
-                (f"{b}.ffn_down_exps.weight", (EXPERTS, HIDDEN, EXPERT_FFN), "q4"),
+                (f"{b}.ffn_gate_inp.weight", (e, hidden), "router"),
+                (f"{b}.exp_probs_b.bias", (e,), "bias"),
+                (f"{b}.ffn_gate_exps.weight", (e, f, hidden), "mat"),
+                (f"{b}.ffn_up_exps.weight", (e, f, hidden), "mat"),
+                (f"{b}.ffn_down_exps.weight", (e, hidden, f), "mat"),
             ]
-    plan.append(("token_embd_norm.weight", (HIDDEN,), "norm"))  # the final norm (LFM2 naming)
+    plan.append(("token_embd_norm.weight", (hidden,), "norm"))  # the final norm (LFM2 naming)
     return plan
 
 
 def is_quant(kind):
-    return kind in ("q4", "embed")
+    return kind in ("mat", "embed")
 
 
-def q4_byte_shape(shape):
-    assert shape[-1] % Q4_BLOCK == 0, shape
-    return (*shape[:-1], shape[-1] // Q4_BLOCK * Q4_BYTES)
+def byte_shape(quant, shape):
+    block, nbytes = BLOCK[quant]
+    assert shape[-1] % block == 0, shape
+    return (*shape[:-1], shape[-1] // block * nbytes)
 
 
-def q4_random(rng, shape, scale):
-    """Random Q4_0 bytes for a tensor of `shape`: per block an f16 scale d within +-25% of
-    `scale` and 32 nibbles uniform in 1..15, i.e. values (nibble - 8) * d uniform in -7d..7d.
-    (Uniform nibbles 0..15 would give every weight a mean of -d/2: the same bias in every row
-    drives all hidden states towards one direction, and then every token picks the same
-    experts, which is not how a trained MoE routes.)"""
-    n_blocks = int(np.prod(shape)) // Q4_BLOCK
-    out = np.empty((n_blocks, Q4_BYTES), dtype=np.uint8)
-    d = (scale * rng.uniform(0.75, 1.25, size=n_blocks)).astype(np.float16)
+def quant_random(rng, quant, shape, sd):
+    """Random blocks for a tensor of `shape` whose values have deviation ~`sd`: per block an f16
+    scale d within +-25% of sd / VALUE_SD and 32 values of mean 0.
+    Q4_0: nibbles uniform in 1..15, i.e. values (nibble - 8) * d in -7d..7d. (Uniform nibbles
+    0..15 would give every weight a mean of -d/2: the same bias in every row drives all hidden
+    states towards one direction, and then every token picks the same experts, which is not how
+    a trained MoE routes.) Q8_0: bytes uniform in -127..127."""
+    block, nbytes = BLOCK[quant]
+    n_blocks = int(np.prod(shape)) // block
+    out = np.empty((n_blocks, nbytes), dtype=np.uint8)
+    d = (sd / VALUE_SD[quant] * rng.uniform(0.75, 1.25, size=n_blocks)).astype(np.float16)
     out[:, :2] = d.view(np.uint8).reshape(n_blocks, 2)
-    nib = rng.integers(1, 16, size=(n_blocks, Q4_BLOCK), dtype=np.uint8)
-    # ggml's block_q4_0: byte j holds element j (low nibble) and element j + 16 (high nibble).
-    out[:, 2:] = nib[:, :16] | (nib[:, 16:] << 4)
-    return out.reshape(q4_byte_shape(shape))
+    if quant == "q4_0":
+        nib = rng.integers(1, 16, size=(n_blocks, block), dtype=np.uint8)
+        # ggml's block_q4_0: byte j holds element j (low nibble) and element j + 16 (high nibble).
+        out[:, 2:] = nib[:, :16] | (nib[:, 16:] << 4)
+    else:
+        out[:, 2:] = rng.integers(-127, 128, size=(n_blocks, block), dtype=np.int8).view(np.uint8)
+    return out.reshape(byte_shape(quant, shape))
 
 
 def f32_tensor(rng, shape, kind):
@@ -162,33 +177,38 @@ def vocabulary():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="output .gguf path")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="lfm2-8b-a1b")
+    ap.add_argument("--quant", choices=sorted(BLOCK), default="q4_0")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    c = SHAPES[args.shape]
+    moe = c["experts"] > 0
 
-    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LFM2MOE]
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LFM2MOE if moe else gguf.MODEL_ARCH.LFM2]
     tmp = args.out + ".partial"
     w = gguf.GGUFWriter(tmp, arch)
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name("lfm2-8b-a1b-random")
-    w.add_block_count(LAYERS)
+    w.add_name(f"{args.shape}-random")
+    w.add_block_count(c["layers"])
     w.add_context_length(128000)
-    w.add_embedding_length(HIDDEN)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv([KV_HEADS if i in ATTN_LAYERS else 0 for i in range(LAYERS)])
+    w.add_embedding_length(c["hidden"])
+    w.add_head_count(c["heads"])
+    w.add_head_count_kv([c["kv_heads"] if i in c["attn"] else 0 for i in range(c["layers"])])
     w.add_rope_freq_base(1000000.0)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    w.add_file_type(FILE_TYPE[args.quant])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_vocab_size(VOCAB)
     w.add_shortconv_l_cache(CONV_L)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_feed_forward_length(FFN)
-    w.add_leading_dense_block_count(DENSE_LAYERS)
-    w.add_expert_count(EXPERTS)
-    w.add_expert_used_count(TOP_K)
-    w.add_expert_feed_forward_length(EXPERT_FFN)
-    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
-    w.add_expert_weights_scale(1.0)
-    w.add_expert_weights_norm(True)
+    w.add_feed_forward_length(c["ffn"])
+    if moe:
+        w.add_leading_dense_block_count(c["dense_layers"])
+        w.add_expert_count(c["experts"])
+        w.add_expert_used_count(c["top_k"])
+        w.add_expert_feed_forward_length(c["expert_ffn"])
+        w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+        w.add_expert_weights_scale(1.0)
+        w.add_expert_weights_norm(True)
     tokens, types, merges = vocabulary()
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("lfm2")
@@ -200,13 +220,13 @@ def main():
     w.add_pad_token_id(0)
     w.add_add_bos_token(True)
 
-    plan = tensor_plan()
+    plan = tensor_plan(c)
     n_params = 0
     for name, shape, kind in plan:
         n_params += int(np.prod(shape))
         if is_quant(kind):
-            bshape = q4_byte_shape(shape)
-            w.add_tensor_info(name, bshape, np.dtype(np.uint8), int(np.prod(bshape)), raw_dtype=Q.Q4_0)
+            bshape = byte_shape(args.quant, shape)
+            w.add_tensor_info(name, bshape, np.dtype(np.uint8), int(np.prod(bshape)), raw_dtype=GGML_TYPE[args.quant])
         else:
             w.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) * 4)
     w.write_header_to_file()
@@ -216,10 +236,10 @@ def main():
     start = time.time()
     for i, (name, shape, kind) in enumerate(plan):
         rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
-        if kind == "q4":
-            data = q4_random(rng, shape, 1.0 / (8.0 * np.sqrt(shape[-1])))
+        if kind == "mat":
+            data = quant_random(rng, args.quant, shape, VALUE_SD["q4_0"] / (8.0 * np.sqrt(shape[-1])))
         elif kind == "embed":
-            data = q4_random(rng, shape, 1.0 / 4.3)  # deviation ~1, as synth's embeddings
+            data = quant_random(rng, args.quant, shape, 1.0)  # deviation ~1, as synth's embeddings
         else:
             data = f32_tensor(rng, shape, kind)
         w.write_tensor_data(data)

@@ -2,7 +2,7 @@
 # Saguaro beside llama.cpp on the same GGUF, in one run (issue #8; any GGUF with --gguf, issue #13):
 #  1. builds llama.cpp's llama-bench if missing (benches/llamacpp/build.sh: the llama-cpp-python
 #     0.3.36 sdist through pip, which vendors llama.cpp 0c1e57098 with the `lfm2moe` architecture);
-#  2. writes the random-weight 8B-A1B-shaped Q4_0 GGUF if missing (make_moe_gguf.py, ~4.7 GB),
+#  2. writes the random-weight 8B-A1B-shaped Q4_0 GGUF if missing (make_gguf.py, ~4.7 GB),
 #     unless --gguf names a file (e.g. SmolLM2's real Q4_1 GGUF: scripts/get-model.sh smollm2);
 #  3. converts that same GGUF to a Saguaro .cact (`saguaro convert --quant Q`, default int4);
 #  4. llama-bench: decode (tg) of N tokens on 1 and 2 threads from an empty context and after a
@@ -71,7 +71,7 @@ src=$(ls -d "$LLAMACPP_DIR"/llama_cpp_python-*/vendor/llama.cpp | head -n 1)
 mkdir -p "$models"
 if [ "$synthetic" = 1 ] && [ ! -f "$gguf" ]; then
   log "writing $gguf"
-  "$PYTHON" benches/llamacpp/make_moe_gguf.py "$gguf" >&2
+  "$PYTHON" benches/llamacpp/make_gguf.py --shape lfm2-8b-a1b --quant q4_0 "$gguf" >&2
 fi
 
 # 3. The same weights as a Saguaro int4 .cact.
@@ -272,7 +272,7 @@ now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"
 if synthetic:
     title = "LFM2-8B-A1B shape"
     about = f"""One random-weight LFM2-8B-A1B-shaped model (8.3 B parameters, 32 experts top-4, 24 layers) for
-both engines: `benches/llamacpp/make_moe_gguf.py` writes it as a GGUF (`lfm2moe`, every matrix
+both engines: `benches/llamacpp/make_gguf.py` writes it as a GGUF (`lfm2moe`, every matrix
 Q4_0 including the tied embedding; router, expert bias, norms and conv taps F32; {gb(os.path.getsize(gguf))}) and
 `saguaro convert --quant int4` turns that same file into the .cact ({gb(os.path.getsize(cact))}; both
 formats are 32-weight groups with an f16 scale, and Q4_0 blocks convert to int4 without loss: the
