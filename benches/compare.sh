@@ -7,7 +7,7 @@
 #  2. random GGUFs of the LFM2-350M and LFM2-8B-A1B shapes in Q8_0 and Q4_0
 #     (benches/llamacpp/make_gguf.py) and the same files converted by `saguaro convert` (Q8_0 to
 #     int8, Q4_0 to int4; both lossless: 32-weight blocks with an f16 scale);
-#  3. native, interleaved (each round runs every engine on every model before the next round):
+#  3. native, interleaved (model by model; each round runs both engines before the next round):
 #     llama-bench decode of N tokens on 1 and 2 threads (`-p 0 -n N -t 1,2`) and prefill of P
 #     tokens on 2 threads (`-p P -n 0 -t 2`), one repetition per round; `saguaro bench --prefill P
 #     --decode N --threads 2` with 1 and with 2 decode threads. llama.cpp decodes from an empty
@@ -95,8 +95,11 @@ done
 load0=$(cut -d' ' -f1 /proc/loadavg)
 [ "${load0%.*}" -ge 1 ] && log "warning: load average $load0 before the run: is the machine idle?"
 t0=$SECONDS
-for round in $(seq "$rounds"); do
-  while read -r name gguf cact; do
+while read -r name gguf cact; do
+  # Both files into the page cache first (they are timed in place, not read from disk); a model
+  # at a time, so that the 8B-A1B pairs (up to 18 GB) need not share the cache.
+  cat "$gguf" "$cact" >/dev/null
+  for round in $(seq "$rounds"); do
     log "round $round/$rounds: $name: llama-bench decode (1, 2 threads) and prefill"
     "$llama_bench" -m "$gguf" -p 0 -n "$decode" -t 1,2 -r 1 -o json >"$out/lc.json" 2>"$out/lc.err" \
       || { cat "$out/lc.err" >&2; exit 1; }
@@ -118,8 +121,8 @@ PY
       "$PYTHON" -c 'import json,sys; print(json.dumps({**json.load(open(sys.argv[3])), "engine": "saguaro", "model": sys.argv[1], "round": int(sys.argv[2])}))' \
         "$name" "$round" "$out/sg.json" >>"$out/native.jsonl"
     done
-  done <"$list"
-done
+  done
+done <"$list"
 native_s=$((SECONDS - t0))
 
 # 4. The browser rounds (LFM2-350M files only).
@@ -214,7 +217,7 @@ chromium = subprocess.run(["chromium", "--version"], capture_output=True, text=T
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 lines = [
     f"\n## {now}: benches/compare.sh, Saguaro / llama.cpp and Saguaro / wllama ({cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()})\n",
-    f"Medians of {rounds} interleaved rounds. Native: llama.cpp {commit} (llama-bench, `-p 0 -n {decode} -t 1,2` and "
+    f"Medians of {rounds} rounds, the engines alternating in each. Native: llama.cpp {commit} (llama-bench, `-p 0 -n {decode} -t 1,2` and "
     f"`-p {prefill} -n 0 -t 2`, one repetition per round) against `saguaro bench --prefill {prefill} --decode {decode} --threads 2 "
     f"--decode-threads 1|2` (kernels {kernels}); llama.cpp decodes from an empty context, Saguaro after its {prefill}-token prompt; "
     f"† llama-bench's batched prefill crashed (SIGSEGV) with its default weight repacking, so it ran with `--repack 0`. Wasm ({chromium}, headless, one "
