@@ -9,12 +9,12 @@
 #     int8, Q4_0 to int4; both lossless: 32-weight blocks with an f16 scale);
 #  3. native, interleaved (model by model; each round runs both engines before the next round):
 #     llama-bench decode of N tokens on 1 and 2 threads (`-p 0 -n N -t 1,2`) and prefill of P
-#     tokens on 2 threads (`-p P -n 0 -t 2`), one repetition per round; `saguaro bench --prefill P
-#     --decode N --threads 2` with 1 and with 2 decode threads. llama.cpp decodes from an empty
-#     context and Saguaro after its P-token prompt (a little more attention work for Saguaro):
+#     tokens on 2 threads (`-p P -n 0 -t 2`), one repetition per round; `saguaro bench --threads 2`
+#     with `--prefill P --decode 0`, and `--prefill 1 --decode N` with 1 and with 2 decode
+#     threads. Decode runs from an empty context (llama.cpp) or a 1-token one (Saguaro):
 #     llama-bench's `-d P` runs a batched prefill first, which crashes (SIGSEGV) in this llama.cpp
-#     build on these Q4_0 files with its default weight repacking, and without the repacking its
-#     decode is slower. A crashing prefill run is repeated with `--repack 0` and marked;
+#     build on these files with its default weight repacking, and without the repacking its decode
+#     is slower. A crashing prefill run is repeated with `--repack 0` and marked;
 #  4. wasm, in Chromium: benches/browser-compare.mjs, wllama (npm @wllama/wllama, pinned, installed
 #     under target/compare-npm) and Saguaro's npm package on the LFM2-350M files, one thread
 #     each, rounds alternating (the 8B-A1B files are larger than wasm32's 4 GiB memory);
@@ -115,11 +115,16 @@ for path in sys.argv[3:]:
     for r in json.load(open(path)):
         print(json.dumps({**r, "engine": "llama.cpp", "model": name, "round": rnd}))
 PY
-    for dt in 1 2; do
-      log "round $round/$rounds: $name: saguaro bench (decode threads $dt)"
-      "$bin" bench --model "$cact" --prefill "$prefill" --decode "$decode" --threads 2 --decode-threads "$dt" --json >"$out/sg.json"
-      "$PYTHON" -c 'import json,sys; print(json.dumps({**json.load(open(sys.argv[3])), "engine": "saguaro", "model": sys.argv[1], "round": int(sys.argv[2])}))' \
-        "$name" "$round" "$out/sg.json" >>"$out/native.jsonl"
+    # Prefill, then decode from a 1-token context on 1 and 2 threads (llama-bench's tg runs from
+    # an empty context).
+    for run in "prefill --prefill $prefill --decode 0" "decode1 --prefill 1 --decode $decode --decode-threads 1" \
+               "decode2 --prefill 1 --decode $decode --decode-threads 2"; do
+      set -- $run
+      kind=$1; shift
+      log "round $round/$rounds: $name: saguaro bench $*"
+      "$bin" bench --model "$cact" --threads 2 "$@" --json >"$out/sg.json"
+      "$PYTHON" -c 'import json,sys; print(json.dumps({**json.load(open(sys.argv[4])), "engine": "saguaro", "kind": sys.argv[3], "model": sys.argv[1], "round": int(sys.argv[2])}))' \
+        "$name" "$round" "$kind" "$out/sg.json" >>"$out/native.jsonl"
     done
   done
 done <"$list"
@@ -168,9 +173,8 @@ def lc_norepack(name):
     return any(r.get("repack") is False or r.get("no_repack") for r in native if r["engine"] == "llama.cpp"
                and r["model"] == name and r["n_prompt"] == prefill)
 
-def sg(name, key, decode_threads):
-    return med([r[key] for r in native if r["engine"] == "saguaro" and r["model"] == name
-                and r.get("decode_threads", 1) == decode_threads])
+def sg(name, key, kind):
+    return med([r[key] for r in native if r["engine"] == "saguaro" and r["model"] == name and r["kind"] == kind])
 
 def wb(name, engine, key):
     return med([r[key] for r in browser if r["engine"] == engine and os.path.basename(r["gguf"]).startswith(name + ".")])
@@ -187,10 +191,10 @@ def ratio(a, b, target=None):
 
 rows = []
 for n in names:
-    rows.append(("native decode, 1 thread (tok/s)", n, sg(n, "decode_tps", 1), lc(n, 1, 0, decode), 1.4))
-    rows.append(("native decode, 2 threads (tok/s)", n, sg(n, "decode_tps", 2), lc(n, 2, 0, decode), 1.0 if "8b-a1b" in n else None))
+    rows.append(("native decode, 1 thread (tok/s)", n, sg(n, "decode_tps", "decode1"), lc(n, 1, 0, decode), 1.4))
+    rows.append(("native decode, 2 threads (tok/s)", n, sg(n, "decode_tps", "decode2"), lc(n, 2, 0, decode), 1.0 if "8b-a1b" in n else None))
     mark = " (llama.cpp: --repack 0 †)" if lc_norepack(n) else ""
-    rows.append((f"native prefill {prefill}, 2 threads (tok/s){mark}", n, sg(n, "prefill_tps", 1), lc(n, 2, prefill, 0), 2.0))
+    rows.append((f"native prefill {prefill}, 2 threads (tok/s){mark}", n, sg(n, "prefill_tps", "prefill"), lc(n, 2, prefill, 0), 2.0))
 kernels = next((r["kernels"] for r in native if r["engine"] == "saguaro"), "?")
 wasm_kernels = next((r.get("kernels") for r in browser if r["engine"] == "saguaro"), "?")
 for n in names:
@@ -200,7 +204,7 @@ for n in names:
     rows.append((f"wasm prefill {wprefill}, 1 thread (tok/s)", n, wb(n, "saguaro", "prefill_tps"), wb(n, "wllama", "prefill_tps"), 10.0))
 own = []
 for n in names:
-    w, nat = wb(n, "saguaro", "decode_tps"), sg(n, "decode_tps", 1)
+    w, nat = wb(n, "saguaro", "decode_tps"), sg(n, "decode_tps", "decode1")
     if w is not None and nat is not None:
         own.append(f"{n} {w / nat * 100:.0f}%")
 
@@ -218,8 +222,8 @@ now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"
 lines = [
     f"\n## {now}: benches/compare.sh, Saguaro / llama.cpp and Saguaro / wllama ({cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()})\n",
     f"Medians of {rounds} rounds, the engines alternating in each. Native: llama.cpp {commit} (llama-bench, `-p 0 -n {decode} -t 1,2` and "
-    f"`-p {prefill} -n 0 -t 2`, one repetition per round) against `saguaro bench --prefill {prefill} --decode {decode} --threads 2 "
-    f"--decode-threads 1|2` (kernels {kernels}); llama.cpp decodes from an empty context, Saguaro after its {prefill}-token prompt; "
+    f"`-p {prefill} -n 0 -t 2`, one repetition per round) against `saguaro bench --threads 2` with `--prefill {prefill} --decode 0` "
+    f"and `--prefill 1 --decode {decode} --decode-threads 1|2` (kernels {kernels}): decode from an empty context (llama.cpp) and a 1-token one (Saguaro); "
     f"† llama-bench's batched prefill crashed (SIGSEGV) with its default weight repacking, so it ran with `--repack 0`. Wasm ({chromium}, headless, one "
     f"thread, no cross-origin isolation): wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}), prompt {wprefill}, "
     f"decode {wdecode}. Models: random weights, `benches/llamacpp/make_gguf.py` GGUFs and their `saguaro convert` .cact "
