@@ -4,7 +4,7 @@
 // single-thread build), the pages alternating for REPS rounds. Prints one JSON line per run.
 //
 // Usage: node benches/browser-compare.mjs --wllama DIR --prefill P --decode N --reps R \
-//          GGUF:CACT [GGUF:CACT ...]
+//          [--engines wllama,saguaro] GGUF:CACT [GGUF:CACT ...]
 //   DIR: an installed @wllama/wllama package folder (benches/compare.sh installs it, pinned).
 //
 // Method, both engines: a P-token prompt of the native bench's pseudo-random ids, then N more
@@ -28,7 +28,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { chromium } = createRequire(path.join(root, 'npm', 'package.json'))('playwright-core');
 
 const args = process.argv.slice(2);
-const opt = { prefill: 512, decode: 64, reps: 3, wllama: '' };
+const opt = { prefill: 512, decode: 64, reps: 3, wllama: '', engines: ['wllama', 'saguaro'] };
 const pairs = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
@@ -36,6 +36,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--prefill') opt.prefill = Number(args[++i]);
   else if (a === '--decode') opt.decode = Number(args[++i]);
   else if (a === '--reps') opt.reps = Number(args[++i]);
+  else if (a === '--engines') opt.engines = args[++i].split(',');
   else if (a.includes(':')) pairs.push(a.split(':'));
   else throw new Error(`browser-compare: unknown argument ${a}`);
 }
@@ -144,7 +145,7 @@ async function wllamaRun(page, ggufUrl) {
 try {
   for (let rep = 1; rep <= opt.reps; rep++) {
     for (const [i, [gguf, cact]] of pairs.entries()) {
-      for (const engine of ['wllama', 'saguaro']) {
+      for (const engine of opt.engines) {
         // A fresh page per run: no memory or compiled code carried between engines.
         const page = await browser.newPage();
         page.on('pageerror', (e) => console.error(`page error: ${e.message}`));

@@ -10,8 +10,8 @@
 #  3. native, interleaved (model by model; each round runs both engines before the next round):
 #     llama-bench decode of N tokens on 1 and 2 threads (`-p 0 -n N -t 1,2`) and prefill of P
 #     tokens on 2 threads (`-p P -n 0 -t 2`), one repetition per round; `saguaro bench --threads 2`
-#     with `--prefill P --decode 0`, and `--prefill 1 --decode N` with 1 and with 2 decode
-#     threads. Decode runs from an empty context (llama.cpp) or a 1-token one (Saguaro):
+#     with `--prefill P --decode 0`, and `--prefill 64 --decode N` with 1 and with 2 decode
+#     threads. Decode runs from an empty context (llama.cpp) or after 64 tokens (Saguaro):
 #     llama-bench's `-d P` runs a batched prefill first, which crashes (SIGSEGV) in this llama.cpp
 #     build on these files with its default weight repacking, and without the repacking its decode
 #     is slower. A crashing prefill run is repeated with `--repack 0` and marked;
@@ -115,10 +115,13 @@ for path in sys.argv[3:]:
     for r in json.load(open(path)):
         print(json.dumps({**r, "engine": "llama.cpp", "model": name, "round": rnd}))
 PY
-    # Prefill, then decode from a 1-token context on 1 and 2 threads (llama-bench's tg runs from
-    # an empty context).
-    for run in "prefill --prefill $prefill --decode 0" "decode1 --prefill 1 --decode $decode --decode-threads 1" \
-               "decode2 --prefill 1 --decode $decode --decode-threads 2"; do
+    # Prefill, then decode after a short prompt on 1 and 2 threads (llama-bench's tg runs from an
+    # empty context after a warm-up run). The 64-token prompt touches (page-faults in) nearly
+    # every expert of the mmapped file before the timed decode, as llama-bench's warm-up does;
+    # with a 1-token prompt the first decode steps of a MoE model pay those faults (measured:
+    # 8B-A1B Q8_0 1-thread decode 5.3 tok/s, against 8.1 after a 512-token prompt).
+    for run in "prefill --prefill $prefill --decode 0" "decode1 --prefill 64 --decode $decode --decode-threads 1" \
+               "decode2 --prefill 64 --decode $decode --decode-threads 2"; do
       set -- $run
       kind=$1; shift
       log "round $round/$rounds: $name: saguaro bench $*"
@@ -223,7 +226,7 @@ lines = [
     f"\n## {now}: benches/compare.sh, Saguaro / llama.cpp and Saguaro / wllama ({cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()})\n",
     f"Medians of {rounds} rounds, the engines alternating in each. Native: llama.cpp {commit} (llama-bench, `-p 0 -n {decode} -t 1,2` and "
     f"`-p {prefill} -n 0 -t 2`, one repetition per round) against `saguaro bench --threads 2` with `--prefill {prefill} --decode 0` "
-    f"and `--prefill 1 --decode {decode} --decode-threads 1|2` (kernels {kernels}): decode from an empty context (llama.cpp) and a 1-token one (Saguaro); "
+    f"and `--prefill 64 --decode {decode} --decode-threads 1|2` (kernels {kernels}): decode from an empty context (llama.cpp, after its warm-up run) and after a 64-token prompt (Saguaro); "
     f"† llama-bench's batched prefill crashed (SIGSEGV) with its default weight repacking, so it ran with `--repack 0`. Wasm ({chromium}, headless, one "
     f"thread, no cross-origin isolation): wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}), prompt {wprefill}, "
     f"decode {wdecode}. Models: random weights, `benches/llamacpp/make_gguf.py` GGUFs and their `saguaro convert` .cact "
