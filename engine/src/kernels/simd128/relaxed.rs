@@ -2,10 +2,12 @@
 //! with the engine's `relaxed-simd` cargo feature; the npm package ships this build beside
 //! the plain simd128 one and loads it where the runtime validates it).
 //!
-//! Only the functions here are compiled with `#[target_feature(enable = "relaxed-simd")]`:
-//! with the feature on the whole crate LLVM also rewrites plain operations into relaxed ones
-//! (`f32x4.pmax` into `f32x4.relaxed_max`, whose NaN and signed-zero results differ between
-//! runtimes). `scripts/build-npm.sh` checks that the relaxed build holds no relaxed
+//! The functions here carry `#[target_feature(enable = "relaxed-simd")]`, but LLVM's wasm
+//! backend gives every function of a module the union of their features, and with relaxed-simd
+//! it lowers plain pmax / pmin patterns elsewhere (the activation quantizer, clamps in scalar
+//! code) to `f32x4.relaxed_max` / `relaxed_min`, whose NaN and signed-zero results differ
+//! between runtimes. `scripts/build-npm.sh` turns those back into `f32x4.pmax` / `pmin` (what
+//! the plain build makes of the same code) and fails if the module holds any relaxed
 //! instruction but the dot product.
 //!
 //! Why the results stay bit-identical although the instructions are "relaxed": the only
