@@ -38,7 +38,8 @@ impl Parallel for Pool {
 /// and rayon's sleeping workers take tens of µs to wake for each. Workers poll for
 /// [`SPIN_LIMIT`] after a job (longer than the gaps inside a decode step), then sleep on a
 /// condition variable until the next one, so an idle model costs no CPU. The calling thread
-/// runs tasks too.
+/// runs tasks too. Jobs run one at a time: a task must not call `run` on its own pool (it would
+/// wait for itself; the engine never nests jobs, and a MoE block's experts run on `Serial`).
 pub struct SpinPool {
     shared: Arc<SpinShared>,
     workers: Vec<std::thread::JoinHandle<()>>,
