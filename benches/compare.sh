@@ -173,7 +173,7 @@ def lc(name, threads, prompt, gen):
                 and r["n_threads"] == threads and r["n_prompt"] == prompt and r["n_gen"] == gen])
 
 def lc_norepack(name):
-    return any(r.get("repack") is False or r.get("no_repack") for r in native if r["engine"] == "llama.cpp"
+    return any(r.get("repack") is False for r in native if r["engine"] == "llama.cpp"
                and r["model"] == name and r["n_prompt"] == prefill)
 
 def sg(name, key, kind):

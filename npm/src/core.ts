@@ -119,8 +119,8 @@ export function setPlatform(p: Platform): void {
 let ready: Promise<void> | undefined;
 
 // The smallest module using i16x8.relaxed_dot_i8x16_i7x16_s: a function returning the dot of two
-// zero vectors. It validates where the runtime has relaxed-simd (V8 ships it since Chrome 114;
-// Node 20 only behind --experimental-wasm-relaxed-simd).
+// zero vectors. It validates where the runtime has relaxed-simd (tested: Chromium 156; Node 20
+// only behind --experimental-wasm-relaxed-simd).
 const v128Zero = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
 const RELAXED_PROBE = new Uint8Array([
   0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version

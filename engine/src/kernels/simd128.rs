@@ -531,12 +531,7 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
         let mut t0 = 0;
         while t0 < tokens {
             let nt = TILE.min(tokens - t0);
-            if cfg!(feature = "relaxed-simd") && kind == QuantKind::Q4 {
-                #[cfg(feature = "relaxed-simd")]
-                relaxed::prepare_acts(acts, t0, nt, groups, &mut xv, &mut corr);
-            } else {
-                prepare_acts(kind, acts, t0, nt, groups, &mut xv, &mut corr);
-            }
+            prepare_acts(kind, acts, t0, nt, groups, &mut xv, &mut corr);
             for rb in p0..p1 {
                 let o = t0 * width + (rb - blocks.start) * ROW_BLOCK;
                 let outp = out[o..].as_mut_ptr();
@@ -551,11 +546,12 @@ fn gemm(kind: QuantKind, w: &QuantMatrix, acts: &QuantActs, blocks: Range<usize>
     }
 }
 
-/// Row block `rb` for tokens `t0 .. t0 + nt` (nt <= [`TILE`]): the plain simd128 kernels.
+/// Row block `rb` for tokens `t0 .. t0 + nt` (nt <= [`TILE`]). INT4 runs the relaxed-simd
+/// kernels ([`relaxed`]) in the build with that feature; INT8 always runs the plain ones (see
+/// the relaxed module's doc).
 ///
 /// # Safety
 /// See the call in [`gemm`].
-#[cfg(not(feature = "relaxed-simd"))]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
@@ -576,43 +572,21 @@ unsafe fn block(
             (QuantKind::Q8, 2) => q8_block_n::<2>(job, rb, t0, xv, out, width),
             (QuantKind::Q8, 3) => q8_block_n::<3>(job, rb, t0, xv, out, width),
             (QuantKind::Q8, _) => q8_block_n::<4>(job, rb, t0, xv, out, width),
+            #[cfg(not(feature = "relaxed-simd"))]
             (QuantKind::Q4, 1) => q4_block_1(job, rb, t0, xv, corr, out),
+            #[cfg(not(feature = "relaxed-simd"))]
             (QuantKind::Q4, 2) => q4_block_n::<2>(job, rb, t0, xv, corr, out, width),
+            #[cfg(not(feature = "relaxed-simd"))]
             (QuantKind::Q4, 3) => q4_block_n::<3>(job, rb, t0, xv, corr, out, width),
+            #[cfg(not(feature = "relaxed-simd"))]
             (QuantKind::Q4, _) => q4_block_n::<4>(job, rb, t0, xv, corr, out, width),
-        }
-    }
-}
-
-/// Row block `rb` for tokens `t0 .. t0 + nt`: the relaxed-simd INT4 kernels ([`relaxed`]).
-///
-/// # Safety
-/// See the call in [`gemm`].
-#[cfg(feature = "relaxed-simd")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block(
-    kind: QuantKind,
-    nt: usize,
-    job: &Job,
-    rb: usize,
-    t0: usize,
-    xv: &[v128],
-    corr: &[v128],
-    out: *mut f32,
-    width: usize,
-) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe {
-        match (kind, nt) {
-            // INT8: the plain kernels (see the relaxed module's doc).
-            (QuantKind::Q8, 1) => q8_block_1(job, rb, t0, xv, out),
-            (QuantKind::Q8, 2) => q8_block_n::<2>(job, rb, t0, xv, out, width),
-            (QuantKind::Q8, 3) => q8_block_n::<3>(job, rb, t0, xv, out, width),
-            (QuantKind::Q8, _) => q8_block_n::<4>(job, rb, t0, xv, out, width),
+            #[cfg(feature = "relaxed-simd")]
             (QuantKind::Q4, 1) => relaxed::q4_block::<1>(job, rb, t0, xv, corr, out, width),
+            #[cfg(feature = "relaxed-simd")]
             (QuantKind::Q4, 2) => relaxed::q4_block::<2>(job, rb, t0, xv, corr, out, width),
+            #[cfg(feature = "relaxed-simd")]
             (QuantKind::Q4, 3) => relaxed::q4_block::<3>(job, rb, t0, xv, corr, out, width),
+            #[cfg(feature = "relaxed-simd")]
             (QuantKind::Q4, _) => relaxed::q4_block::<4>(job, rb, t0, xv, corr, out, width),
         }
     }
@@ -630,6 +604,11 @@ fn prepare_acts(
     xv: &mut Vec<v128>,
     corr: &mut Vec<v128>,
 ) {
+    // The relaxed INT4 kernels take the activations as int8 (relaxed::prepare_acts).
+    #[cfg(feature = "relaxed-simd")]
+    if kind == QuantKind::Q4 {
+        return relaxed::prepare_acts(acts, t0, nt, groups, xv, corr);
+    }
     let cp = acts.cols_padded;
     assert!((t0 + nt) * cp <= acts.q.len() && groups * GROUP <= cp, "gemm: activations too short");
     xv.clear();
