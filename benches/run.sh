@@ -9,16 +9,17 @@
 # `saguaro bench --json-schema`) and records the mask cost per token beside the plain decode.
 #
 # Surfaces: native, wasm-node, wasm-node-relaxed (the npm package's relaxed-simd module: Node 20
-# gets --experimental-wasm-relaxed-simd), component, and component-epochs (the component
+# gets --experimental-wasm-relaxed-simd), wasm-node-threads (the threads module on --threads
+# worker threads, prefill and decode), component, and component-epochs (the component
 # compiled with wasmtime's epoch checks, `--component-epochs`: what mid-call cancellation costs).
 #
-# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,wasm-node-relaxed,component]
+# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,wasm-node-relaxed,wasm-node-threads,component]
 #                       [--moe] [--json-schema FILE] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,wasm-node-relaxed,component moe=0 schema_args=()
+prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,wasm-node-relaxed,wasm-node-threads,component moe=0 schema_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --surfaces) surfaces=$2; shift 2 ;;
@@ -51,8 +52,9 @@ if [ "$moe" = 1 ]; then
   model=benches/models/lfm2-8b-a1b-int4.cact
   [ -f "$model" ] || "$bin" synth --shape lfm2-8b-a1b --quant int4 -o "$model" --quiet
 fi
-if has wasm-node || has wasm-node-relaxed; then
+if has wasm-node || has wasm-node-relaxed || has wasm-node-threads; then
   [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] && [ -f npm/wasm/saguaro_wasm_relaxed_bg.wasm ] \
+    && [ -f npm/wasm/saguaro_wasm_threads_bg.wasm ] \
     || ./scripts/build-npm.sh >&2
 fi
 # The relaxed-simd module: Node 20 validates it only behind a V8 flag (later Nodes ship it).
@@ -79,6 +81,9 @@ for model in "${models[@]}"; do
   fi
   if has wasm-node-relaxed; then
     results+=("$(SAGUARO_WASM_MODULE=relaxed node ${relaxed_flags[@]+"${relaxed_flags[@]}"} benches/wasm-node.mjs "$model" "$prefill" "$decode")")
+  fi
+  if has wasm-node-threads; then
+    results+=("$(SAGUARO_WASM_MODULE=threads SAGUARO_WASM_THREADS="$threads" node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
   fi
   if has component; then
     results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --json)")
@@ -107,7 +112,7 @@ cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 lines = []
 lines.append(f"\n## {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: {cpu}, {cores} cores, {platform.system()} {platform.release()}\n")
 lines.append(f"Single-thread read bandwidth (saguaro bench --bandwidth): {bandwidth:.1f} GB/s.\n")
-lines.append("| surface | model | kernels | prefill tok/s (threads) | decode tok/s (1 thread) | decode % of bandwidth ceiling | TTFT ms | open ms | peak RSS MB | RssAnon after open MB | RssAnon after decode MB |")
+lines.append("| surface | model | kernels | prefill tok/s (threads) | decode tok/s (threads) | decode % of bandwidth ceiling | TTFT ms | open ms | peak RSS MB | RssAnon after open MB | RssAnon after decode MB |")
 lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
 # Bytes per decoded token come from the native bench of the same file (same model, same reads).
 bytes_per_token = {r["model"]: r["bytes_per_decode_token"] for r in rows if "bytes_per_decode_token" in r}
@@ -125,7 +130,7 @@ for r in rows:
         mem = f"{r['rss_mb']:.0f} (process RSS) | - | - "
     else:
         mem = f"{f(r, 'peak_rss_mb', '.0f')} | {f(r, 'rss_anon_open_mb', '.1f')} | {f(r, 'rss_anon_mb', '.1f')} "
-    lines.append(f"| {surface} | {name} | {r['kernels']} | {r['prefill_tps']:.0f} ({r['prefill_threads']}) | {r['decode_tps']:.1f} | {frac} | {r['time_to_first_token_ms']:.0f} | {r['open_ms']:.1f} | {mem}|")
+    lines.append(f"| {surface} | {name} | {r['kernels']} | {r['prefill_tps']:.0f} ({r['prefill_threads']}) | {r['decode_tps']:.1f} ({r.get('decode_threads', 1)}) | {frac} | {r['time_to_first_token_ms']:.0f} | {r['open_ms']:.1f} | {mem}|")
 for r in rows:
     if "mask_ms_mean" in r:
         name = r["model"].rsplit("/", 1)[-1].removesuffix(".cact")

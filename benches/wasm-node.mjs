@@ -1,5 +1,5 @@
 // The `saguaro bench` measurement for WebAssembly in Node: the npm package's wasm build
-// (wasm32 + simd128, one thread) on the same synthetic model file and the same prompt.
+// (wasm32 + simd128) on the same synthetic model file and the same prompt.
 //
 // Usage: node benches/wasm-node.mjs MODEL.cact PREFILL DECODE   (prints one JSON line)
 //
@@ -8,19 +8,26 @@
 // greedy tokens one at a time. `generateTokens` calls back synchronously after each token, so
 // the timestamps split prefill from decode inside one call.
 //
-// SAGUARO_WASM_MODULE=plain | relaxed loads that module (saguaro_wasm_bg.wasm or
-// saguaro_wasm_relaxed_bg.wasm) whatever the runtime supports; unset, the package chooses.
+// SAGUARO_WASM_MODULE=plain | relaxed | threads loads that module (saguaro_wasm_bg.wasm,
+// saguaro_wasm_relaxed_bg.wasm or saguaro_wasm_threads_bg.wasm) whatever the runtime supports;
+// unset, the package chooses. The threads module runs SAGUARO_WASM_THREADS threads (default 2)
+// for prefill and decode (worker_threads on one shared memory); the others one.
 import { readFile } from 'node:fs/promises';
-import { init, memoryBytes, Model, relaxedSimd } from '../npm/dist/node.js';
+import { init, memoryBytes, Model, relaxedSimd, threadCount } from '../npm/dist/node.js';
 
 const which = process.env.SAGUARO_WASM_MODULE;
 if (which === 'relaxed' && !relaxedSimd()) {
   console.error('wasm-node: this Node has no relaxed-simd (Node 20: --experimental-wasm-relaxed-simd)');
   process.exit(1);
 }
-if (which === 'plain' || which === 'relaxed') {
-  const file = which === 'plain' ? 'saguaro_wasm_bg.wasm' : 'saguaro_wasm_relaxed_bg.wasm';
-  await init(readFile(new URL(`../npm/wasm/${file}`, import.meta.url)));
+const files = { plain: 'saguaro_wasm_bg.wasm', relaxed: 'saguaro_wasm_relaxed_bg.wasm', threads: 'saguaro_wasm_threads_bg.wasm' };
+if (which !== undefined) {
+  if (!(which in files)) {
+    console.error(`wasm-node: SAGUARO_WASM_MODULE must be plain, relaxed or threads, not ${which}`);
+    process.exit(2);
+  }
+  const threads = which === 'threads' ? Number(process.env.SAGUARO_WASM_THREADS ?? 2) : 1;
+  await init(readFile(new URL(`../npm/wasm/${files[which]}`, import.meta.url)), { threads });
 }
 
 const [path, prefillArg, decodeArg] = process.argv.slice(2);
@@ -51,11 +58,11 @@ const decodeSecs = (stamps[stamps.length - 1] - stamps[0]) / 1000;
 
 console.log(JSON.stringify({
   model: path,
-  surface: model.info.kernels === 'simd128+relaxed' ? 'wasm-node-relaxed' : 'wasm-node',
+  surface: threadCount() > 1 ? 'wasm-node-threads' : model.info.kernels === 'simd128+relaxed' ? 'wasm-node-relaxed' : 'wasm-node',
   kernels: model.info.kernels,
   node: process.version,
-  prefill_threads: 1,
-  decode_threads: 1,
+  prefill_threads: model.info.threads,
+  decode_threads: model.info.threads,
   prefill_tokens: prefill,
   decode_tokens: decode,
   prefill_tps: prefill / ttft,

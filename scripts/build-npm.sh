@@ -4,8 +4,11 @@
 # TypeScript, and `npm pack` into npm/pack/ (or $SAGUARO_NPM_PACK_DIR).
 # Two wasm files share one glue: saguaro_wasm_bg.wasm (simd128) and saguaro_wasm_relaxed_bg.wasm
 # (the engine's relaxed-simd feature: 8-bit dot products in the INT4 GEMM), which the package
-# loads where the runtime validates relaxed-simd (npm/src/core.ts).
-# Installs what it needs first (idempotent): the rustup target, wasm-bindgen-cli, npm devDependencies.
+# loads where the runtime validates relaxed-simd (npm/src/core.ts). A third, with its own glue,
+# saguaro_wasm_threads_bg.wasm / saguaro_wasm_threads.js, has shared memory (the atomics
+# feature) and runs its work on Web Workers or Node worker threads (wasm/src/web/threads.rs).
+# Installs what it needs first (idempotent): the rustup target and rust-src, wasm-bindgen-cli,
+# npm devDependencies.
 # Prints the tarball's path on the last line.
 # Usage: ./scripts/build-npm.sh
 set -euo pipefail
@@ -37,6 +40,27 @@ cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unkn
 cp "$wasm_in" "$wasm_relaxed_in"
 cp "$target_dir/npm-relaxed/plain.wasm" "$wasm_in"
 
+step "the threads build (shared memory: std rebuilt with atomics)"
+# Shared memory needs every object compiled with the atomics feature, std included, and the
+# only way to rebuild std is cargo's -Zbuild-std. It is unstable: RUSTC_BOOTSTRAP=1 allows it on
+# the project's own stable compiler (the same rustc and LLVM as every other build, so the same
+# kernels), for this one build only; rustup's rust-src component holds std's sources. The flags
+# replace .cargo/config.toml's for this build (the getrandom cfg is repeated); the linker flags
+# are those of wasm-bindgen's threads support: a shared, imported memory of up to 4 GiB and the
+# TLS symbols its start function uses for each new thread. Its own target folder keeps the
+# std-less builds' caches intact.
+if ! rustup component list --installed | grep -q '^rust-src'; then
+  rustup component add rust-src >&2
+fi
+threads_flags=(-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals --cfg 'getrandom_backend="wasm_js"'
+  -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296
+  -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align
+  -C link-arg=--export=__tls_base)
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${threads_flags[*]}" \
+  cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown \
+  -Zbuild-std=panic_abort,std --target-dir "$target_dir/wasm-threads" >&2
+wasm_threads_in="$target_dir/wasm-threads/wasm32-unknown-unknown/wasm-release/saguaro_wasm.wasm"
+
 step "wasm-bindgen (the CLI at the Cargo.lock version)"
 lock_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 [ -n "$lock_version" ] || { echo "build-npm: wasm-bindgen not found in Cargo.lock" >&2; exit 1; }
@@ -53,7 +77,12 @@ wasm-bindgen --target web --out-dir "$glue" --out-name saguaro_wasm "$wasm_in" >
 rm -rf "$glue-relaxed"
 mkdir -p "$glue-relaxed"
 wasm-bindgen --target web --out-dir "$glue-relaxed" --out-name saguaro_wasm "$wasm_relaxed_in" >&2
-# One glue serves both modules: the builds differ only inside the GEMM, never in what they
+rm -rf "$glue-threads"
+mkdir -p "$glue-threads"
+wasm-bindgen --target web --out-dir "$glue-threads" --out-name saguaro_wasm_threads "$wasm_threads_in" >&2
+grep -q 'shared: *true' "$glue-threads/saguaro_wasm_threads.js" \
+  || { echo "build-npm: the threads build's glue makes no shared memory (were the atomics flags applied?)" >&2; exit 1; }
+# One glue serves both single-thread modules: the builds differ only inside the GEMM, never in what they
 # import or export.
 cmp -s "$glue/saguaro_wasm.js" "$glue-relaxed/saguaro_wasm.js" \
   || { echo "build-npm: the relaxed build's wasm-bindgen glue differs from the plain one's" >&2; exit 1; }
@@ -65,6 +94,7 @@ npm ci --no-audit --no-fund --loglevel=error >&2
 step "wasm-opt -O3 (binaryen $(./node_modules/.bin/wasm-opt --version | awk '{print $3}'))"
 mkdir -p wasm
 cp "$glue/saguaro_wasm.js" "$glue/saguaro_wasm.d.ts" wasm/
+cp "$glue-threads/saguaro_wasm_threads.js" "$glue-threads/saguaro_wasm_threads.d.ts" wasm/
 # The features rustc 1.95 enables for wasm32 by default, plus simd128.
 features=(--enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
   --enable-reference-types --enable-multivalue --enable-mutable-globals)
@@ -108,11 +138,13 @@ if [ -n "$others" ]; then
   echo "$others" >&2
   exit 1
 fi
+# The threads module (its atomics are wasm's threads proposal).
+optimize "$glue-threads/saguaro_wasm_threads_bg.wasm" wasm/saguaro_wasm_threads_bg.wasm --enable-threads
 # Drop the cache entries of earlier inputs.
 for f in "$cache"/*.wasm; do
   case " ${kept[*]} " in *" $f "*) ;; *) rm -f "$f" ;; esac
 done
-for f in saguaro_wasm_bg.wasm saguaro_wasm_relaxed_bg.wasm; do
+for f in saguaro_wasm_bg.wasm saguaro_wasm_relaxed_bg.wasm saguaro_wasm_threads_bg.wasm; do
   raw=$(wc -c < "wasm/$f")
   gz=$(gzip -9 -c "wasm/$f" | wc -c)
   echo "$f: $raw bytes ($(awk "BEGIN {printf \"%.2f\", $raw / 1048576}") MiB), gzip -9: $gz bytes ($(awk "BEGIN {printf \"%.2f\", $gz / 1048576}") MiB)" >&2

@@ -45,12 +45,15 @@ rm -f "$HOME"/.cargo/bin/wasm-bindgen* "$HOME"/.cargo/bin/wasm2es6js "$HOME"/.ca
 for t in wasm32-unknown-unknown wasm32-wasip1 wasm32-wasip2 aarch64-unknown-linux-gnu; do
   rustup target remove "$t" >/dev/null 2>&1 || true
 done
+# rust-src (std's sources, for the npm package's threads build).
+rustup component remove rust-src >/dev/null 2>&1 || true
 if [ "$keep" = 0 ]; then
   # Download caches: crates, npm packages, pip wheels (the model package of run.sh included).
   rm -rf "$HOME/.cargo/registry" "$HOME/.cargo/git" "$HOME/.npm" "$HOME/.cache/pip" "$HOME/.cache/saguaro"
 fi
 echo "  qemu-aarch64: $(command -v qemu-aarch64 || echo absent); chromium: $(command -v chromium || echo absent);" \
-  "wasm-bindgen: $(command -v wasm-bindgen || echo absent); targets: $(rustup target list --installed | tr '\n' ' ')"
+  "wasm-bindgen: $(command -v wasm-bindgen || echo absent); targets: $(rustup target list --installed | tr '\n' ' ');" \
+  "rust-src: $(rustup component list --installed | grep -c '^rust-src')"
 
 step "clean clone of $commit"
 work=$(mktemp -d "${TMPDIR:-/tmp}/saguaro-fresh.XXXXXX")

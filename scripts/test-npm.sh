@@ -6,8 +6,9 @@
 # the run from tests/fixtures (f32, f16, int8, int4; dense and MoE; none committed).
 # Ends with `test result: ok. N passed; M failed` (or FAILED) and a non-zero status on failure.
 #
-# Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build; twice
-#                                         where Node needs a flag for relaxed-simd: once per module)
+# Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build), once
+#                                         per wasm module: simd128, relaxed-simd (Node 20 gets
+#                                         its flag), threads (2 worker threads)
 #        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
 #                                         (about 380 MB, `saguaro synth`, kept in the target
 #                                         folder) loads and runs in wasm32 in Node
@@ -132,35 +133,47 @@ cp "$root"/npm/test/node/*.mjs "$app/"
 (cd "$app" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$tarball" >/dev/null)
 echo "$app: $(cd "$app" && node -p 'const p = require("./package.json"); JSON.stringify(p.dependencies)')"
 
-step "node:test"
 export SAGUARO_BIN="$bin" SAGUARO_MODELS="$models" SAGUARO_FIXTURES="$root/tests/fixtures"
-tap="$work/results.tap"
-status=0
-(cd "$app" && node --test --test-reporter=spec --test-reporter-destination=stdout \
-  --test-reporter=tap --test-reporter-destination="$tap" "${extra[@]}" "${tests[@]}") || status=$?
-
-passed=$(awk '/^# pass /{print $3}' "$tap" | tail -n 1)
-failed=$(awk '/^# fail /{print $3}' "$tap" | tail -n 1)
-passed=${passed:-0}
-failed=${failed:-0}
-
-# The package tests again on the relaxed-simd module (saguaro_wasm_relaxed_bg.wasm), which the
-# first pass used only if this Node ships relaxed-simd; Node 20 has it behind a V8 flag.
-if [ "$big$real$gemma" = 000 ] && node --experimental-wasm-relaxed-simd -e 0 2>/dev/null \
-   && ! node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
-  step "node:test on the relaxed-simd module (--experimental-wasm-relaxed-simd)"
-  tap2="$work/results-relaxed.tap"
-  status2=0
-  (cd "$app" && SAGUARO_EXPECT_RELAXED=1 node --experimental-wasm-relaxed-simd --test --test-reporter=spec \
-    --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination="$tap2" "${extra[@]}" "${tests[@]}") || status2=$?
-  p2=$(awk '/^# pass /{print $3}' "$tap2" | tail -n 1)
-  f2=$(awk '/^# fail /{print $3}' "$tap2" | tail -n 1)
-  passed=$((passed + ${p2:-0}))
-  failed=$((failed + ${f2:-0}))
-  if [ "$status2" -ne 0 ]; then
-    status=$status2
-    [ "${f2:-0}" != 0 ] || failed=$((failed + 1))
+passed=0 failed=0 status=0
+# run_pass NAME [ENV=VALUE ...] [-- NODE_FLAGS ...]: node:test over the tests, counts summed.
+run_pass() {
+  local name=$1 envs=() flags=() tap pass_status=0 p f
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  flags=("$@")
+  step "node:test: $name"
+  tap="$work/results-$(echo "$name" | tr -c 'a-z0-9' '-').tap"
+  (cd "$app" && env "${envs[@]}" node "${flags[@]}" --test --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$tap" "${extra[@]}" "${tests[@]}") || pass_status=$?
+  p=$(awk '/^# pass /{print $3}' "$tap" 2>/dev/null | tail -n 1)
+  f=$(awk '/^# fail /{print $3}' "$tap" 2>/dev/null | tail -n 1)
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  if [ "$pass_status" -ne 0 ]; then
+    status=$pass_status
+    [ "${f:-0}" != 0 ] || failed=$((failed + 1))
   fi
+}
+
+# The package has three modules (npm/src/core.ts): simd128 and relaxed-simd on one thread, and
+# the threads build (worker_threads on one shared memory). The package tests run on each; the
+# model tests (--big, --real, --gemma) on the threads build, which the package picks in Node
+# where there are cores (SAGUARO_WASM_THREADS picks the count here, whatever the machine has).
+if [ "$big$real$gemma" = 000 ]; then
+  run_pass "the simd128 module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1
+  # Node 20 has relaxed-simd behind a V8 flag; a Node that ships it needs none.
+  relaxed_flags=()
+  if node --experimental-wasm-relaxed-simd -e 0 2>/dev/null \
+     && ! node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
+    relaxed_flags=(--experimental-wasm-relaxed-simd)
+  fi
+  if [ ${#relaxed_flags[@]} -gt 0 ] || node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
+    run_pass "the relaxed-simd module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1 SAGUARO_EXPECT_RELAXED=1 -- "${relaxed_flags[@]}"
+  fi
+  run_pass "the threads module, 2 threads" SAGUARO_WASM_THREADS=2 SAGUARO_EXPECT_THREADS=2
+else
+  run_pass "the threads module, 2 threads" SAGUARO_WASM_THREADS=2 SAGUARO_EXPECT_THREADS=2
 fi
 if [ "$status" -ne 0 ] && [ "$failed" = 0 ]; then failed=1; fi
 echo

@@ -1,10 +1,14 @@
 //! Threads without requiring them (docs/design.md §Threads). The engine splits work into
 //! independent tasks and asks a [`Parallel`] runner to execute them; the native host plugs
-//! in a thread pool made once, WebAssembly and tests use [`Serial`]. Work is split so that
+//! in a thread pool made once ([`SpinPool`] for many small jobs); WebAssembly uses [`Serial`], or a
+//! [`SpinPool`] over Web Workers where the build has threads. Work is split so that
 //! every output element is computed by exactly the same operations whatever the number of
 //! threads: results are bit-identical for every thread count.
 
 use std::sync::{Arc, Mutex};
+
+mod spin;
+pub use spin::{SpinPool, SpinWorker};
 
 /// Runs independent tasks, possibly on several threads.
 pub trait Parallel: Send + Sync {

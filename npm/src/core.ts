@@ -2,12 +2,8 @@
 // The entry points (index.ts for browsers and workers, node.ts for Node) only say where the
 // WebAssembly module comes from and how a file path is read.
 
-import initGlue, {
-  Model as RawModel,
-  ModelBuffer as RawModelBuffer,
-  Session as RawSession,
-  memoryBytes as rawMemoryBytes,
-} from '../wasm/saguaro_wasm.js';
+import * as singleThreadGlue from '../wasm/saguaro_wasm.js';
+import type { Model as RawModel, ModelBuffer as RawModelBuffer, Session as RawSession } from '../wasm/saguaro_wasm.js';
 import type {
   CompletionRequest,
   CompletionResponse,
@@ -92,6 +88,27 @@ function isAbort(e: unknown): boolean {
 /** Where the WebAssembly module comes from: a URL, its bytes, a compiled module or a Response. */
 export type WasmSource = string | URL | BufferSource | WebAssembly.Module | globalThis.Response;
 
+/**
+ * The package's WebAssembly modules (all give the same bits):
+ * - `simd128`: one thread (`saguaro_wasm_bg.wasm`);
+ * - `relaxed`: one thread, with relaxed-simd dot products in the INT4 matrix products
+ *   (`saguaro_wasm_relaxed_bg.wasm`);
+ * - `threads`: shared memory, its work split across Web Workers or Node worker threads
+ *   (`saguaro_wasm_threads_bg.wasm`, with its own glue `saguaro_wasm_threads.js`).
+ */
+export type WasmKind = 'simd128' | 'relaxed' | 'threads';
+
+/** A started thread: a Web Worker or a Node worker thread running thread-worker.js. @internal */
+export interface ThreadWorker {
+  postMessage(message: unknown): void;
+  /** Calls `listener` with each message's data. */
+  onMessage(listener: (data: unknown) => void): void;
+  /** Calls `listener` when the worker fails to load or throws. */
+  onError(listener: (error: unknown) => void): void;
+  /** Called once the thread serves the pool (Node: the worker stops holding the process open). */
+  serving?(): void;
+}
+
 /** A local file (Node): its size and positional reads. @internal */
 export interface LocalFile {
   size: number;
@@ -103,10 +120,16 @@ export interface LocalFile {
 export interface Platform {
   /** Higher wins when two entry points are loaded (node over browser). */
   priority: number;
-  /** The module to load: the relaxed-simd build when `relaxed` (see {@link relaxedSimd}). */
-  wasm(relaxed: boolean): WasmSource | Promise<WasmSource>;
+  /** The module file of `kind`. */
+  wasm(kind: WasmKind): WasmSource | Promise<WasmSource>;
   /** A local file for `source`, or null when it is to be fetched. */
   openFile?(source: string | URL): Promise<LocalFile> | null;
+  /** Starts a thread running thread-worker.js (absent: no threads). */
+  spawnThread?(): ThreadWorker | Promise<ThreadWorker>;
+  /** Logical cores (the default thread count). */
+  cores?(): number;
+  /** The thread count asked for by the environment (Node: SAGUARO_WASM_THREADS), if any. */
+  threadsFromEnv?(): number | 'auto' | undefined;
 }
 
 let platform: Platform | undefined;
@@ -116,7 +139,17 @@ export function setPlatform(p: Platform): void {
   if (!platform || p.priority >= platform.priority) platform = p;
 }
 
+type Glue = typeof singleThreadGlue;
+/** The glue of the instantiated module (set by init). */
+let glue: Glue | undefined;
 let ready: Promise<void> | undefined;
+/** Threads of the instantiated module (0 before init). */
+let runningThreads = 0;
+
+function useGlue(): Glue {
+  if (!glue) throw new SaguaroError('the WebAssembly module is not loaded: call init() (Model.load does) first', 'internal');
+  return glue;
+}
 
 // The smallest module using i16x8.relaxed_dot_i8x16_i7x16_s: a function returning the dot of two
 // zero vectors. It validates where the runtime has relaxed-simd (tested: Chromium 156; Node 20
@@ -130,11 +163,11 @@ const RELAXED_PROBE = new Uint8Array([
 ]);
 
 /**
- * Whether the runtime has WebAssembly relaxed-simd, so the package loads its second module
+ * Whether the runtime has WebAssembly relaxed-simd, so the package can load its relaxed module
  * (`saguaro_wasm_relaxed_bg.wasm`: 8-bit dot products in the INT4 matrix products, about 1.45x
- * the INT4 prefill speed). Both modules give the same bits: the dot products are used only
- * where every runtime computes the same exact integers. `kernels` in `model.info` says which
- * one runs (`simd128+relaxed` or `simd128`).
+ * the INT4 prefill speed on one thread). All modules give the same bits: the dot products are
+ * used only where every runtime computes the same exact integers. `kernels` in `model.info`
+ * says which one runs (`simd128+relaxed` or `simd128`).
  */
 export function relaxedSimd(): boolean {
   try {
@@ -145,21 +178,117 @@ export function relaxedSimd(): boolean {
 }
 
 /**
- * Instantiates the WebAssembly module (Model.load does it on first use). Call it first only to
- * load the module from somewhere else (a CDN, bytes you already have) or to start early.
+ * Why this context cannot run the threads build, or null when it can: it needs
+ * SharedArrayBuffer (browsers give it only to cross-origin isolated pages: serve the page with
+ * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`),
+ * a thread that may block (a Web Worker, e.g. WorkerModel's, or Node; not a page's main
+ * thread) and an entry point that can start threads.
  */
-export function init(source?: WasmSource | Promise<WasmSource>): Promise<void> {
+export function threadsUnavailable(): string | null {
+  const g = globalThis as { crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown };
+  if (typeof g.SharedArrayBuffer !== 'function') return 'SharedArrayBuffer is missing (a page must be cross-origin isolated: COOP same-origin and COEP require-corp)';
+  if (g.crossOriginIsolated === false) return 'the page is not cross-origin isolated (serve it with COOP same-origin and COEP require-corp)';
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+  } catch {
+    return "this thread may not block (a page's main thread): run the model in a worker (WorkerModel)";
+  }
+  if (!platform?.spawnThread) return 'this entry point cannot start threads';
+  return null;
+}
+
+/** Options of {@link init}. */
+export interface InitOptions {
+  /**
+   * Threads computing each model (prefill and decode), all giving the same bits. `'auto'` (the
+   * default): the logical cores (at most 8) where threads can run (see
+   * {@link threadsUnavailable}), else 1. A number above 1 where threads cannot run is an `input`
+   * error. Node reads the default from the SAGUARO_WASM_THREADS environment variable.
+   */
+  threads?: number | 'auto';
+}
+
+/** Most threads `'auto'` starts (more cores rarely pay for their memory traffic in wasm). */
+const AUTO_THREADS_MAX = 8;
+
+function chooseThreads(asked: number | 'auto' | undefined): number {
+  const want = asked ?? platform?.threadsFromEnv?.() ?? 'auto';
+  const why = threadsUnavailable();
+  if (want === 'auto') {
+    if (why !== null) return 1;
+    return Math.max(1, Math.min(AUTO_THREADS_MAX, Math.floor(platform?.cores?.() ?? 1)));
+  }
+  if (!Number.isInteger(want) || want < 1 || want > 64) throw new SaguaroError(`threads must be 'auto' or an integer from 1 to 64, not ${String(want)}`, 'input');
+  if (want > 1 && why !== null) throw new SaguaroError(`cannot run ${want} threads here: ${why}`, 'input');
+  return want;
+}
+
+/** Compiles a module source (what the glue accepts, compiled here so init can look at it). */
+async function compile(source: WasmSource): Promise<WebAssembly.Module> {
+  if (source instanceof WebAssembly.Module) return source;
+  if (typeof source === 'string' || source instanceof URL) source = await fetch(source);
+  if (typeof Response === 'function' && source instanceof Response) {
+    if (!source.ok) throw new Error(`${source.url}: HTTP ${source.status}`);
+    const type = source.headers.get('Content-Type') ?? '';
+    if (typeof WebAssembly.compileStreaming === 'function' && type.startsWith('application/wasm')) return WebAssembly.compileStreaming(source);
+    return WebAssembly.compile(await source.arrayBuffer());
+  }
+  return WebAssembly.compile(source as BufferSource);
+}
+
+/**
+ * Instantiates the WebAssembly module (Model.load does it on first use) and starts its threads.
+ * Call it first only to load the module from somewhere else (a CDN, bytes you already have:
+ * any of the package's modules, see {@link WasmKind}; a single-thread one runs one thread), to
+ * choose the thread count, or to start early. Once per page or process: later calls return the
+ * first one's promise (an explicit `threads` other than the running count is an `input` error).
+ */
+export function init(source?: WasmSource | Promise<WasmSource>, options: InitOptions = {}): Promise<void> {
+  const asked = options.threads;
+  if (ready && typeof asked === 'number') {
+    // The module runs one thread count for its lifetime: a different explicit count is an error.
+    return ready.then(() => {
+      if (asked !== runningThreads) {
+        throw new SaguaroError(`the WebAssembly module already runs ${runningThreads} thread(s); it cannot change to ${asked} (threads are chosen by the first init or Model.load)`, 'input');
+      }
+    });
+  }
   if (!ready) {
     ready = (async () => {
+      let threads = chooseThreads(options.threads);
+      let kind: WasmKind = threads > 1 ? 'threads' : relaxedSimd() ? 'relaxed' : 'simd128';
+      let g: Glue;
       try {
-        const input = source !== undefined ? await source : await platform?.wasm(relaxedSimd());
+        let input: WasmSource | undefined;
+        if (source !== undefined) {
+          // A module given by the caller decides: the threads build is the one importing its
+          // (shared) memory.
+          const module = await compile(await source);
+          const shared = WebAssembly.Module.imports(module).some((i) => i.kind === 'memory');
+          if (!shared && threads > 1) {
+            if (options.threads !== undefined && options.threads !== 'auto') {
+              throw new SaguaroError(`the WebAssembly module given to init has no threads (it is not saguaro_wasm_threads_bg.wasm); asked for ${threads}`, 'input');
+            }
+            threads = 1;
+          }
+          // (A single-thread module is plain or relaxed: one glue serves both.)
+          kind = shared ? 'threads' : 'simd128';
+          input = module;
+        } else {
+          input = await platform?.wasm(kind);
+        }
+        g = kind === 'threads' ? ((await import('../wasm/saguaro_wasm_threads.js')) as unknown as Glue) : singleThreadGlue;
         // Without an entry point's answer, the glue finds the file next to itself.
-        await initGlue(input === undefined ? undefined : { module_or_path: input });
+        await g.default(input === undefined ? undefined : { module_or_path: input });
       } catch (e) {
+        if (e instanceof SaguaroError) throw e;
         throw new SaguaroError(`could not load the Saguaro WebAssembly module: ${e instanceof Error ? e.message : String(e)}`, 'io', {
           cause: e,
         });
       }
+      if (threads > 1) await startThreads(g, threads);
+      glue = g;
+      runningThreads = threads;
     })();
     ready.catch(() => {
       ready = undefined;
@@ -168,10 +297,59 @@ export function init(source?: WasmSource | Promise<WasmSource>): Promise<void> {
   return ready;
 }
 
+/**
+ * Threads the WebAssembly instance computes on (0 before init; `model.info.threads` says the
+ * same per model, and `model.info.kernels` which kernels run).
+ */
+export function threadCount(): number {
+  return runningThreads;
+}
+
+/** How long a thread may take to load the module before init gives up. */
+const THREAD_START_MS = 60_000;
+
+/** Starts the workers of the module's thread pool and waits until each serves it. */
+async function startThreads(g: Glue, threads: number): Promise<void> {
+  const spawn = platform?.spawnThread;
+  if (!spawn) throw new SaguaroError('this entry point cannot start threads', 'input');
+  const workers = call(() => g.startThreads(threads));
+  const module = g.threadModule();
+  const memory = g.threadMemory();
+  const started = Array.from({ length: workers }, async () => {
+    const worker = await spawn();
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer in ${THREAD_START_MS / 1000} s`)), THREAD_START_MS);
+      worker.onMessage((data) => {
+        const m = data as { saguaroThread?: string; error?: string } | null;
+        if (m?.saguaroThread === 'serving') {
+          clearTimeout(timer);
+          worker.serving?.();
+          resolve();
+        } else if (m?.saguaroThread === 'failed') {
+          clearTimeout(timer);
+          reject(new Error(m.error ?? 'unknown error'));
+        }
+      });
+      worker.onError((e) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String((e as { message?: unknown })?.message ?? e)));
+      });
+      worker.postMessage({ saguaroThread: 'start', module, memory });
+    });
+  });
+  try {
+    await Promise.all(started);
+  } catch (e) {
+    // The pool still computes (a missing worker's tasks run on the other threads), but not
+    // with the threads asked for: say so instead of running slower in silence.
+    throw new SaguaroError(`could not start the WebAssembly threads: ${e instanceof Error ? e.message : String(e)}`, 'io', { cause: e });
+  }
+}
+
 /** Size of the WebAssembly memory in bytes (0 before init). It grows as needed and never shrinks. */
 export function memoryBytes(): number {
   try {
-    return rawMemoryBytes();
+    return glue ? glue.memoryBytes() : 0;
   } catch {
     return 0;
   }
@@ -253,6 +431,8 @@ export interface LoadOptions {
   size?: number;
   /** Where to load the WebAssembly module from (default: the package's own file). */
   wasm?: WasmSource;
+  /** Threads, for the first load (see {@link InitOptions.threads}). */
+  threads?: number | 'auto';
 }
 
 /** Bytes handed to the engine per call: the JS-to-wasm copy of a chunk uses this much scratch. */
@@ -282,7 +462,7 @@ class Loader {
   /** A buffer for the whole file (an `io` error when wasm32 cannot hold it). */
   allocate(len: number): RawModelBuffer {
     this.total = len;
-    return call(() => new RawModelBuffer(len));
+    return call(() => new (useGlue().ModelBuffer)(len));
   }
 
   /** Copies `chunk` into `buffer` at `this.loaded`. */
@@ -596,7 +776,7 @@ export class Model {
    */
   static async load(source: ModelSource, options: LoadOptions = {}): Promise<Model> {
     options.signal?.throwIfAborted();
-    await init(options.wasm);
+    await init(options.wasm, { threads: options.threads });
     return new Model(await loadRaw(source, options));
   }
 

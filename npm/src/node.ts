@@ -1,11 +1,15 @@
 // Node: the WebAssembly module is read from the package folder, and a string source that is not
 // an http(s)/data/blob URL is a file path (read in chunks straight into WebAssembly memory).
+// Threads are worker_threads running dist/thread-worker-node.js; SAGUARO_WASM_THREADS (a count
+// or `auto`) sets the default thread count (init's `threads` option wins over it).
 //
 //   import { Model } from '@saguaro/llm';
 //   const model = await Model.load('./lfm2-350m-int8.cact');
 
 import { open, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 
 import { SaguaroError, setPlatform } from './core.js';
 import type { LocalFile } from './core.js';
@@ -46,12 +50,37 @@ async function openFile(path: string): Promise<LocalFile> {
   }
 }
 
+const wasmFiles = {
+  simd128: '../wasm/saguaro_wasm_bg.wasm',
+  relaxed: '../wasm/saguaro_wasm_relaxed_bg.wasm',
+  threads: '../wasm/saguaro_wasm_threads_bg.wasm',
+};
+
 setPlatform({
   priority: 2,
-  wasm: (relaxed) => readFile(new URL(relaxed ? '../wasm/saguaro_wasm_relaxed_bg.wasm' : '../wasm/saguaro_wasm_bg.wasm', import.meta.url)),
+  wasm: (kind) => readFile(new URL(wasmFiles[kind], import.meta.url)),
   openFile(source) {
     const path = filePath(source);
     return path === null ? null : openFile(path);
+  },
+  spawnThread: () => {
+    const worker = new Worker(new URL('./thread-worker-node.js', import.meta.url), { name: 'saguaro-thread' });
+    return {
+      postMessage: (m) => worker.postMessage(m),
+      onMessage: (f) => worker.on('message', f),
+      onError: (f) => worker.on('error', f),
+      // A thread serves until the process ends: it must not keep the process alive once it
+      // runs (until then, the wait for it does).
+      serving: () => worker.unref(),
+    };
+  },
+  cores: () => availableParallelism(),
+  threadsFromEnv: () => {
+    const v = process.env.SAGUARO_WASM_THREADS;
+    if (v === undefined || v === '' || v === 'auto') return v === 'auto' ? 'auto' : undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new SaguaroError(`SAGUARO_WASM_THREADS must be 'auto' or an integer, not ${v}`, 'input');
+    return n;
   },
 });
 

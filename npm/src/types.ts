@@ -145,8 +145,10 @@ export interface ModelInfo {
   /** The file carries a tokenizer (chat, tokenize and detokenize work). */
   has_tokenizer: boolean;
   is_moe: boolean;
-  /** The kernel tier computing (`simd128`). */
+  /** The kernel tier computing (`simd128`, or `simd128+relaxed` with relaxed-simd). */
   kernels: string;
+  /** Threads computing (1, or the count given to `init` where the threads build runs). */
+  threads: number;
 }
 
 /** Load progress: `download` while bytes arrive from the network, `load` while they come from a local source (file, memory, cache) and once more when the model is ready. */

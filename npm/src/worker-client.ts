@@ -274,6 +274,7 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> 
 function wireLoadOptions(options: WorkerLoadOptions): WireLoadOptions {
   const out: WireLoadOptions = {};
   if (options.cache !== undefined) out.cache = options.cache;
+  if (options.threads !== undefined) out.threads = options.threads;
   if (options.fetchOptions !== undefined) {
     const { signal: _signal, window: _window, ...rest } = options.fetchOptions;
     const fetchOptions: Record<string, unknown> = { ...rest };

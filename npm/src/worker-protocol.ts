@@ -26,6 +26,7 @@ export interface WireLoadOptions {
   cache?: boolean | string;
   fetchOptions?: Record<string, unknown>;
   wasm?: unknown;
+  threads?: number | 'auto';
 }
 
 /** Low-level model calls forwarded as they are. */

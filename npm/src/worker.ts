@@ -167,6 +167,7 @@ function session(handle: number): Session {
 function loadOptions(o: WireLoadOptions): LoadOptions {
   const out: LoadOptions = {};
   if (o.cache !== undefined) out.cache = o.cache;
+  if (o.threads !== undefined) out.threads = o.threads;
   if (o.fetchOptions !== undefined) out.fetchOptions = o.fetchOptions as RequestInit;
   if (o.wasm !== undefined) out.wasm = o.wasm as LoadOptions['wasm'];
   return out;

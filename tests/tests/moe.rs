@@ -13,7 +13,7 @@ use saguaro_engine::parallel::Threads;
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{Lfm2Config, LogitsMode, Model};
 use saguaro_host::loader::HfFolder;
-use saguaro_host::threads::{Pool, SpinPool};
+use saguaro_host::threads::{spin_pool, Pool};
 use saguaro_tests::{check_against_transformers, error_stats, fixture_path, Reference, LOGIT_TOLERANCE, MOE_FIXTURES};
 
 fn load(name: &str) -> (Model, Reference) {
@@ -78,7 +78,7 @@ fn grouped_prefill_and_decode_are_bit_identical_for_every_scheme_and_thread_coun
                 assert_eq!(bits(&m, &seq, seq.len()), want, "{name} {quant:?}: {n} threads");
                 // Decode on n threads: the chosen experts run one per thread.
                 assert_eq!(bits(&m, &seq, 5), want, "{name} {quant:?}: decode on {n} threads");
-                let spin = Arc::new(SpinPool::new(n).unwrap());
+                let spin = Arc::new(spin_pool(n).unwrap());
                 m.set_threads(Threads { prefill: Arc::new(Pool::new(n).unwrap()), decode: spin });
                 assert_eq!(bits(&m, &seq, 5), want, "{name} {quant:?}: decode on {n} threads (SpinPool)");
             }

@@ -9,7 +9,7 @@ use saguaro_engine::parallel::{Serial, Threads};
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{LogitsMode, Model};
 use saguaro_host::loader::HfFolder;
-use saguaro_host::threads::{Pool, SpinPool};
+use saguaro_host::threads::{spin_pool, Pool};
 use saguaro_tests::{fixture_path, Reference};
 
 fn model(name: &str, quant: Quant) -> Model {
@@ -41,7 +41,7 @@ fn every_thread_count_gives_the_same_bits() {
                 m.set_threads(Threads { prefill: pool.clone(), decode: pool.clone() });
                 assert!(run(&m, &r.prompt, &r.greedy[..4]) == want, "{name} {quant:?} with {n} threads");
                 // The decode pool the host uses (make_threads): spinning workers.
-                m.set_threads(Threads { prefill: pool, decode: Arc::new(SpinPool::new(n).unwrap()) });
+                m.set_threads(Threads { prefill: pool, decode: Arc::new(spin_pool(n).unwrap()) });
                 assert!(run(&m, &r.prompt, &r.greedy[..4]) == want, "{name} {quant:?} with {n} decode threads (SpinPool)");
             }
             m.set_threads(Threads { prefill: Arc::new(Serial), decode: Arc::new(Serial) });

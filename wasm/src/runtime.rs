@@ -7,10 +7,11 @@
 //! - [`Runtime`]: a loaded model: low-level calls (tokenize, logits, generate) and chat sessions.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use saguaro_engine::format::CactFile;
 use saguaro_engine::generate::{generate, GenerateOptions};
+use saguaro_engine::parallel::Threads;
 use saguaro_engine::storage::AlignedBytes;
 use saguaro_engine::{ChatModel, Error, Hooks, LogitsMode, Model, Response, Result, Session, TokenEvent};
 use serde::Serialize;
@@ -18,6 +19,20 @@ use serde::Serialize;
 /// Largest model file a wasm32 instance can hold: linear memory is at most 4 GiB, and the
 /// runtime needs room for the decode state, the tokenizer and scratch besides the file.
 pub const MAX_MODEL_BYTES: u64 = 3 * 1024 * 1024 * 1024 + 512 * 1024 * 1024;
+
+/// The runners of every model loaded from now on (one thread unless a surface that can make
+/// threads set them: the npm package's threads build, see `web::threads`).
+static THREADS: Mutex<Option<Threads>> = Mutex::new(None);
+
+/// Sets the runners of the models loaded after this call (models already loaded keep theirs).
+pub fn set_threads(threads: Threads) {
+    *THREADS.lock().unwrap_or_else(|p| p.into_inner()) = Some(threads);
+}
+
+/// The runners a model loaded now gets.
+pub fn threads() -> Threads {
+    THREADS.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+}
 
 /// A model file being received: a fixed-size, 8-byte-aligned buffer filled by [`ModelBuffer::write`].
 pub struct ModelBuffer {
@@ -102,6 +117,9 @@ pub struct ModelInfo {
     pub is_moe: bool,
     /// The kernel tier computing (e.g. `simd128` or `scalar`).
     pub kernels: String,
+    /// Threads computing a prompt (prefill) and a new token (decode): 1 unless the surface
+    /// runs threads (the npm package's threads build).
+    pub threads: usize,
 }
 
 /// A loaded model and, when its file carries a tokenizer, its chat front end.
@@ -115,7 +133,9 @@ impl Runtime {
     /// Loads a model from a complete `.cact` file already in (aligned) memory.
     pub fn from_aligned(bytes: AlignedBytes) -> Result<Runtime> {
         let file = CactFile::parse(bytes.into_blob())?;
-        let model = Arc::new(Model::from_cact(&file)?);
+        let mut model = Model::from_cact(&file)?;
+        model.set_threads(threads());
+        let model = Arc::new(model);
         let chat = ChatModel::new(model.clone());
         Ok(Runtime { model, chat })
     }
@@ -148,6 +168,7 @@ impl Runtime {
             has_tokenizer: self.chat.is_ok(),
             is_moe: c.moe.is_some(),
             kernels: self.model.kernels.tier.to_string(),
+            threads: self.model.threads.prefill.threads(),
         }
     }
 

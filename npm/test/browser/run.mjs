@@ -516,13 +516,18 @@ async function main() {
         },
       };
     }, pkgName);
-    await test('worker: the relaxed-simd module runs where the browser validates it (its logits and tokens are the ones checked below)', async () => {
-      const { relaxed, kernels } = await page.evaluate(async (pkgName) => {
-        const { relaxedSimd } = await import(pkgName);
-        return { relaxed: relaxedSimd(), kernels: (await window.__t.get('int4')).info.kernels };
-      }, pkgName);
-      assert(kernels === (relaxed ? 'simd128+relaxed' : 'simd128'), `relaxedSimd() ${relaxed}, kernels ${kernels}`);
-      log(`  the browser runs the ${kernels} module`);
+    await test('worker: the page is cross-origin isolated, so each model worker runs the threads build on the cores (its logits and tokens are the ones checked below)', async () => {
+      const got = await page.evaluate(async () => ({
+        isolated: globalThis.crossOriginIsolated,
+        cores: navigator.hardwareConcurrency,
+        info: (await window.__t.get('int4')).info,
+      }));
+      assert(got.isolated === true, `crossOriginIsolated is ${got.isolated}`);
+      const want = Math.min(got.cores, 8);
+      assert(got.info.threads === want, `${got.info.threads} threads, want ${want} (${got.cores} cores)`);
+      // The threads module is the simd128 one (relaxed-simd is single-thread only).
+      if (want > 1) assert(got.info.kernels === 'simd128', `kernels ${got.info.kernels}`);
+      log(`  each model worker computes on ${got.info.threads} threads (${got.info.kernels})`);
     });
     await test('worker: completions equal native (response JSON, token events) for greedy, penalty, tools, sampled, stop sequence', async () => {
       for (const { name, request } of requests) {
@@ -951,6 +956,49 @@ async function main() {
 
     await page.evaluate(() => {
       for (const m of Object.values(window.__t.models)) m.then((m) => m.free(), () => {});
+    });
+
+    // ---- a page that is not cross-origin isolated: one thread, relaxed-simd where validated ----
+    await test('not isolated: the worker falls back to one thread (the relaxed-simd module where the browser validates it), same bits; asking for 2 threads is an input error', async () => {
+      const plainServer = await serve(appDir, { isolated: false, log: (l) => serverLog.push(l) });
+      cleanup.unshift(() => plainServer.close());
+      const other = await context.newPage();
+      cleanup.unshift(() => other.close());
+      other.on('pageerror', (e) => problems.push(`[uncaught, page 2] ${e.stack ?? e}`));
+      await other.goto(`${plainServer.url}index.html`);
+      await other.waitForFunction(() => window.saguaroExample !== undefined, null, { timeout: 15_000 });
+      const got = await other.evaluate(
+        async ({ pkgName, ids, promptIds }) => {
+          const { relaxedSimd } = await import(pkgName);
+          const { WorkerModel } = await import(`${pkgName}/worker-client`);
+          const model = await WorkerModel.load('models/chat-int4.cact');
+          const logits = await model.logits(ids);
+          const tokens = [...(await model.generateTokens(promptIds, { maxTokens: 32 }))];
+          await model.free();
+          let refused = null;
+          try {
+            (await WorkerModel.load('models/chat-int4.cact', { threads: 2 })).free();
+          } catch (e) {
+            refused = { code: e?.code, message: e?.message };
+          }
+          const bytes = new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength);
+          let s = '';
+          for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+          return { isolated: globalThis.crossOriginIsolated, relaxed: relaxedSimd(), info: model.info, logits: btoa(s), tokens, refused };
+        },
+        { pkgName, ids: logitsIds, promptIds },
+      );
+      assert(got.isolated === false, `crossOriginIsolated is ${got.isolated}`);
+      assert(got.info.threads === 1, `${got.info.threads} threads`);
+      assert(got.info.kernels === (got.relaxed ? 'simd128+relaxed' : 'simd128'), `relaxedSimd() ${got.relaxed}, kernels ${got.info.kernels}`);
+      const logits = f32FromBase64(got.logits);
+      assert(logits.length === nativeLogits.int4.length, `${logits.length} logits`);
+      for (let i = 0; i < logits.length; i++) {
+        if (!Object.is(logits[i], Math.fround(nativeLogits.int4[i]))) fail(`logit ${i}: ${logits[i]} != native ${nativeLogits.int4[i]}`);
+      }
+      assertSame(got.tokens, nativeGen.int4.greedy, 'greedy tokens on one thread');
+      assert(got.refused?.code === 'input' && /isolated|SharedArrayBuffer/.test(got.refused.message), `threads: 2 without isolation gave ${JSON.stringify(got.refused)}`);
+      log(`  not isolated: ${got.info.kernels} on ${got.info.threads} thread`);
     });
 
     await test('page: no console errors and no uncaught exceptions', async () => {

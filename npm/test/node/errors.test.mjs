@@ -114,11 +114,28 @@ describe('free() and Symbol.dispose', () => {
   });
 
   test('the package exports', () => {
-    for (const name of ['Model', 'Session', 'SaguaroError', 'init', 'memoryBytes', 'MAX_MODEL_BYTES']) assert.ok(name in saguaro, name);
+    for (const name of ['Model', 'Session', 'SaguaroError', 'init', 'memoryBytes', 'MAX_MODEL_BYTES', 'threadCount', 'threadsUnavailable', 'relaxedSimd']) {
+      assert.ok(name in saguaro, name);
+    }
     const e = new SaguaroError('x', 'io');
     assert.ok(e instanceof Error);
     assert.equal(e.code, 'io');
     assert.ok(saguaro.memoryBytes() > 0);
+  });
+
+  test('threads: a count other than the running one is an input error; Node can run threads', async () => {
+    const m = await Model.load(model('chat-f32.cact'));
+    const running = saguaro.threadCount();
+    assert.ok(running >= 1 && m.info.threads === running, `${running} running, model ${m.info.threads}`);
+    for (const bad of [running + 1, 0, 65]) {
+      await assert.rejects(Model.load(model('chat-f32.cact'), { threads: bad }), isCode('input'), String(bad));
+      await assert.rejects(saguaro.init(undefined, { threads: bad }), isCode('input'), String(bad));
+    }
+    // The running count and 'auto' are fine.
+    for (const ok of [running, 'auto']) (await Model.load(model('chat-f32.cact'), { threads: ok })).free();
+    // Node's main thread may block and worker_threads share memory: threads are available.
+    assert.equal(saguaro.threadsUnavailable(), null);
+    m.free();
   });
 
   test('the memory of freed models is reused', async () => {

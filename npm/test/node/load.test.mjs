@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 
-import { MAX_MODEL_BYTES, Model, SaguaroError, memoryBytes, relaxedSimd } from '@saguaro/llm';
+import { MAX_MODEL_BYTES, Model, SaguaroError, memoryBytes, relaxedSimd, threadCount } from '@saguaro/llm';
 import { assertSameBits, model, serveModels } from './helpers.mjs';
 
 const CHAT = model('chat-f32.cact');
@@ -45,10 +45,15 @@ describe('Model.load', () => {
     const events = [];
     const m = await Model.load(CHAT, { onProgress: (p) => events.push(p) });
     assert.equal(m.info.file_bytes, size);
-    // The relaxed-simd module where the runtime has it (Node 20: --experimental-wasm-relaxed-simd,
-    // which scripts/test-npm.sh's second pass sets and asks for with SAGUARO_EXPECT_RELAXED=1).
+    // scripts/test-npm.sh runs these tests once per module and says which it expects: the
+    // threads build (SAGUARO_EXPECT_THREADS > 1; simd128 kernels) or one thread, on the
+    // relaxed-simd module where the runtime has it (Node 20: --experimental-wasm-relaxed-simd,
+    // SAGUARO_EXPECT_RELAXED=1).
+    const threads = Number(process.env.SAGUARO_EXPECT_THREADS ?? m.info.threads);
+    assert.equal(m.info.threads, threads);
+    assert.equal(threadCount(), threads);
     if (process.env.SAGUARO_EXPECT_RELAXED === '1') assert.equal(relaxedSimd(), true, 'relaxed-simd expected in this run');
-    assert.equal(m.info.kernels, relaxedSimd() ? 'simd128+relaxed' : 'simd128');
+    assert.equal(m.info.kernels, threads === 1 && relaxedSimd() ? 'simd128+relaxed' : 'simd128');
     assert.equal(m.info.has_tokenizer, true);
     checkProgress(events, 'load', size);
     assert.ok(events.every((e) => e.total === size));

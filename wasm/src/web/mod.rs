@@ -7,6 +7,9 @@
 //! - `Session`: `complete` (synchronous) and the pull API `start` / `next` / `cancel` / `finish`,
 //!   which lets JS yield to its event loop between steps (one prefill chunk or one token each).
 //!
+//! - threads (threads.rs): `startThreads`, `threadWorkerRun`, ...: the thread pool of the
+//!   threads build, driven by npm/src/threads.ts.
+//!
 //! Requests and responses are plain JS objects with the JSON schema's field names
 //! (`saguaro_engine::api`). Every engine error is thrown as a JS `Error` whose `code` is
 //! [`saguaro_engine::Error::code`]; nothing here panics on bad input.
@@ -15,6 +18,7 @@ mod error;
 mod hooks;
 mod model;
 mod session;
+mod threads;
 
 pub use model::{Model, ModelBuffer};
 pub use session::Session;
