@@ -1,17 +1,21 @@
 // The wasm rows of benches/compare.sh: wllama (llama.cpp in WebAssembly) and Saguaro's npm
 // package in headless Chromium, on the same models (a GGUF for wllama, its `saguaro convert`
-// .cact for Saguaro), one thread each (no cross-origin isolation, so wllama runs its
-// single-thread build), the pages alternating for REPS rounds. Prints one JSON line per run.
+// .cact for Saguaro), the pages alternating for REPS rounds. Prints one JSON line per run.
+// One thread by default (no cross-origin isolation, so wllama runs its single-thread build);
+// `--threads T` (T > 1) serves the pages cross-origin isolated (COOP + COEP) and runs both
+// engines' thread builds on T threads.
 //
 // Usage: node benches/browser-compare.mjs --wllama DIR --prefill P --decode N --reps R \
-//          [--engines wllama,saguaro] GGUF:CACT [GGUF:CACT ...]
+//          [--threads T] [--engines wllama,saguaro] GGUF:CACT [GGUF:CACT ...]
 //   DIR: an installed @wllama/wllama package folder (benches/compare.sh installs it, pinned).
 //
 // Method, both engines: a P-token prompt of the native bench's pseudo-random ids, then N more
 // tokens greedily, the model loaded once per round (load time is not counted).
 // - Saguaro: `Model.generateTokens` on the page's main thread; prefill speed = P / time to the
 //   first token, decode speed = N / the time from the first to the last token (the
-//   `saguaro bench` method). The package picks its module (relaxed-simd in Chromium).
+//   `saguaro bench` method). The package picks its module (relaxed-simd in Chromium). With
+//   threads: `WorkerModel.generateTokens` (the model in a worker, as threads require), the
+//   token times taken on the page as each token's message arrives.
 // - wllama: `createCompletion({prompt, max_tokens: N + 1, temperature: 0, ignore_eos})` with a
 //   text prompt of P tokens (it cannot take ids; see wllamaRun), and llama.cpp's own timings from
 //   the response (`prompt_per_second`, `predicted_per_second`), measured inside its worker;
@@ -28,7 +32,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { chromium } = createRequire(path.join(root, 'npm', 'package.json'))('playwright-core');
 
 const args = process.argv.slice(2);
-const opt = { prefill: 512, decode: 64, reps: 3, wllama: '', engines: ['wllama', 'saguaro'] };
+const opt = { prefill: 512, decode: 64, reps: 3, threads: 1, wllama: '', engines: ['wllama', 'saguaro'] };
 const pairs = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
@@ -36,6 +40,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--prefill') opt.prefill = Number(args[++i]);
   else if (a === '--decode') opt.decode = Number(args[++i]);
   else if (a === '--reps') opt.reps = Number(args[++i]);
+  else if (a === '--threads') opt.threads = Number(args[++i]);
   else if (a === '--engines') opt.engines = args[++i].split(',');
   else if (a.includes(':')) pairs.push(a.split(':'));
   else throw new Error(`browser-compare: unknown argument ${a}`);
@@ -53,13 +58,18 @@ const mounts = {
 };
 const models = pairs.flat();
 const types = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
+// Cross-origin isolation (SharedArrayBuffer for both engines' thread builds) when threads > 1.
+const isolation =
+  opt.threads > 1
+    ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cross-origin-resource-policy': 'same-origin' }
+    : {};
 const server = createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   let file;
   const m = url.pathname.match(/^\/models\/(\d+)\.[a-z]+$/);
   if (m) file = models[Number(m[1])];
   else if (url.pathname === '/') {
-    res.writeHead(200, { 'content-type': 'text/html' });
+    res.writeHead(200, { 'content-type': 'text/html', ...isolation });
     res.end('<!doctype html><title>compare</title>');
     return;
   } else {
@@ -75,7 +85,7 @@ const server = createServer((req, res) => {
     res.end();
     return;
   }
-  res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream', 'content-length': size });
+  res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream', 'content-length': size, ...isolation });
   createReadStream(file).pipe(res);
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -99,27 +109,44 @@ const ids = prompt(65536, opt.prefill);
 
 async function saguaroRun(page, cactUrl) {
   return page.evaluate(
-    async ({ cactUrl, ids, decode }) => {
-      const { Model } = await import('/saguaro/dist/index.js');
-      const model = await Model.load(cactUrl);
+    async ({ cactUrl, ids, decode, threads }) => {
       const stamps = [];
-      const start = performance.now();
-      model.generateTokens(new Uint32Array(ids), { maxTokens: decode + 1, onToken: () => stamps.push(performance.now()) });
-      const kernels = model.info.kernels;
-      model.free();
+      let start;
+      let info;
+      if (threads > 1) {
+        const { WorkerModel } = await import('/saguaro/dist/worker-client.js');
+        const model = await WorkerModel.load(cactUrl, { threads });
+        info = model.info;
+        start = performance.now();
+        await model.generateTokens(new Uint32Array(ids), { maxTokens: decode + 1, onToken: () => stamps.push(performance.now()) });
+        await model.free();
+      } else {
+        const { Model } = await import('/saguaro/dist/index.js');
+        const model = await Model.load(cactUrl);
+        info = model.info;
+        start = performance.now();
+        model.generateTokens(new Uint32Array(ids), { maxTokens: decode + 1, onToken: () => stamps.push(performance.now()) });
+        model.free();
+      }
       const ttft = (stamps[0] - start) / 1000;
-      return { kernels, prefill_tps: ids.length / ttft, decode_tps: decode / ((stamps[stamps.length - 1] - stamps[0]) / 1000), tokens: stamps.length };
+      return {
+        kernels: info.kernels,
+        threads: info.threads,
+        prefill_tps: ids.length / ttft,
+        decode_tps: decode / ((stamps[stamps.length - 1] - stamps[0]) / 1000),
+        tokens: stamps.length,
+      };
     },
-    { cactUrl, ids, decode: opt.decode },
+    { cactUrl, ids, decode: opt.decode, threads: opt.threads },
   );
 }
 
 async function wllamaRun(page, ggufUrl) {
   return page.evaluate(
-    async ({ ggufUrl, ids, decode }) => {
+    async ({ ggufUrl, ids, decode, threads }) => {
       const { Wllama } = await import('/wllama/index.js');
       const w = new Wllama({ default: '/wllama/wasm/wllama.wasm' }, { suppressNativeLog: true });
-      await w.loadModelFromUrl(ggufUrl, { n_threads: 1, n_ctx: ids.length + decode + 64, n_batch: 512, n_gpu_layers: 0, useCache: false });
+      await w.loadModelFromUrl(ggufUrl, { n_threads: threads, n_ctx: ids.length + decode + 64, n_batch: 512, n_gpu_layers: 0, useCache: false });
       // wllama 3.13 cannot take token ids (its worker fails on an array prompt): a text of
       // P - 1 letters, one byte token each in these GGUFs (their only merge is "a b", and no
       // "a" is used), after the BOS token.
@@ -129,16 +156,18 @@ async function wllamaRun(page, ggufUrl) {
       const r = await w.createCompletion({ prompt: text, max_tokens: decode + 1, temperature: 0, ignore_eos: true, cache_prompt: false });
       const t = r.timings;
       const multithread = w.isMultithread();
+      const usedThreads = w.getNumThreads?.();
       await w.exit();
       return {
         multithread,
+        threads: usedThreads,
         prefill_tps: t.prompt_per_second,
         decode_tps: t.predicted_per_second,
         prompt_n: t.prompt_n,
         tokens: t.predicted_n,
       };
     },
-    { ggufUrl, ids, decode: opt.decode },
+    { ggufUrl, ids, decode: opt.decode, threads: opt.threads },
   );
 }
 

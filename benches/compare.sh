@@ -17,7 +17,8 @@
 #     is slower. A crashing prefill run is repeated with `--repack 0` and marked;
 #  4. wasm, in Chromium: benches/browser-compare.mjs, wllama (npm @wllama/wllama, pinned, installed
 #     under target/compare-npm) and Saguaro's npm package on the LFM2-350M files, one thread
-#     each, rounds alternating (the 8B-A1B files are larger than wasm32's 4 GiB memory);
+#     each, rounds alternating (the 8B-A1B files are larger than wasm32's 4 GiB memory); then
+#     again on 2 threads, the pages cross-origin isolated (both engines' thread builds);
 #  5. one table of medians over the rounds with the ratios and the issue's targets, printed and
 #     appended to benches/RESULTS.md.
 #
@@ -152,6 +153,9 @@ if [ "$browser" = 1 ]; then
     log "browser: wllama and Saguaro's npm package, $rounds rounds"
     node benches/browser-compare.mjs --wllama "$wl/node_modules/@wllama/wllama" --prefill "$wprefill" --decode "$wdecode" \
       --reps "$rounds" "${pairs[@]}" >"$out/browser.jsonl"
+    log "browser, 2 threads (cross-origin isolated): wllama and Saguaro's npm package, $rounds rounds"
+    node benches/browser-compare.mjs --wllama "$wl/node_modules/@wllama/wllama" --prefill "$wprefill" --decode "$wdecode" \
+      --reps "$rounds" --threads 2 "${pairs[@]}" >"$out/browser-threads.jsonl"
   fi
 fi
 total_s=$((SECONDS - t0))
@@ -165,7 +169,11 @@ prefill, decode, wprefill, wdecode, rounds = map(int, sys.argv[4:9])
 src, native_s, total_s = sys.argv[9], int(sys.argv[10]), int(sys.argv[11])
 names = [line.split()[0] for line in open(listfile) if line.strip()]
 native = [json.loads(l) for l in open(os.path.join(out, "native.jsonl")) if l.strip()]
-browser = [json.loads(l) for l in open(os.path.join(out, "browser.jsonl")) if l.strip()]
+def jsonl(name):
+    path = os.path.join(out, name)
+    return [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+browser = jsonl("browser.jsonl")
+browser2 = jsonl("browser-threads.jsonl")
 med = lambda xs: statistics.median(xs) if xs else None
 
 def lc(name, threads, prompt, gen):
@@ -179,8 +187,9 @@ def lc_norepack(name):
 def sg(name, key, kind):
     return med([r[key] for r in native if r["engine"] == "saguaro" and r["model"] == name and r["kind"] == kind])
 
-def wb(name, engine, key):
-    return med([r[key] for r in browser if r["engine"] == engine and os.path.basename(r["gguf"]).startswith(name + ".")])
+def wb(name, engine, key, runs=None):
+    runs = browser if runs is None else runs
+    return med([r[key] for r in runs if r["engine"] == engine and os.path.basename(r["gguf"]).startswith(name + ".")])
 
 def fmt(x, nd=1):
     return "-" if x is None else f"{x:.{nd}f}"
@@ -205,11 +214,15 @@ for n in names:
         continue
     rows.append((f"wasm decode, 1 thread (tok/s)", n, wb(n, "saguaro", "decode_tps"), wb(n, "wllama", "decode_tps"), 5.0))
     rows.append((f"wasm prefill {wprefill}, 1 thread (tok/s)", n, wb(n, "saguaro", "prefill_tps"), wb(n, "wllama", "prefill_tps"), 10.0))
+    if any(os.path.basename(r["gguf"]).startswith(n + ".") for r in browser2):
+        rows.append((f"wasm decode, 2 threads (tok/s)", n, wb(n, "saguaro", "decode_tps", browser2), wb(n, "wllama", "decode_tps", browser2), None))
+        rows.append((f"wasm prefill {wprefill}, 2 threads (tok/s)", n, wb(n, "saguaro", "prefill_tps", browser2), wb(n, "wllama", "prefill_tps", browser2), None))
 own = []
 for n in names:
     w, nat = wb(n, "saguaro", "decode_tps"), sg(n, "decode_tps", "decode1")
     if w is not None and nat is not None:
-        own.append(f"{n} {w / nat * 100:.0f}%")
+        w2 = wb(n, "saguaro", "decode_tps", browser2)
+        own.append(f"{n} {w / nat * 100:.0f}%" + (f" (2 wasm threads: {w2 / nat * 100:.0f}%)" if w2 is not None else ""))
 
 cpu = "unknown"
 for line in open("/proc/cpuinfo"):
@@ -228,7 +241,8 @@ lines = [
     f"`-p {prefill} -n 0 -t 2`, one repetition per round) against `saguaro bench --threads 2` with `--prefill {prefill} --decode 0` "
     f"and `--prefill 64 --decode {decode} --decode-threads 1|2` (kernels {kernels}): decode from an empty context (llama.cpp, after its warm-up run) and after a 64-token prompt (Saguaro); "
     f"† llama-bench's batched prefill crashed (SIGSEGV) with its default weight repacking, so it ran with `--repack 0`. Wasm ({chromium}, headless, one "
-    f"thread, no cross-origin isolation): wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}), prompt {wprefill}, "
+    f"thread, no cross-origin isolation; then 2 threads on cross-origin isolated pages, each engine's thread build: Saguaro's model in a worker): "
+    f"wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}; threads: simd128), prompt {wprefill}, "
     f"decode {wdecode}. Models: random weights, `benches/llamacpp/make_gguf.py` GGUFs and their `saguaro convert` .cact "
     f"(Q8_0 to int8, Q4_0 to int4, the same weights). ✓ / ✗: the issue's target for the row.\n",
     "| measure | model | Saguaro | peer | Saguaro / peer |",

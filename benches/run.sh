@@ -9,17 +9,18 @@
 # `saguaro bench --json-schema`) and records the mask cost per token beside the plain decode.
 #
 # Surfaces: native, wasm-node, wasm-node-relaxed (the npm package's relaxed-simd module: Node 20
-# gets --experimental-wasm-relaxed-simd), wasm-node-threads (the threads module on --threads
-# worker threads, prefill and decode), component, and component-epochs (the component
+# gets --experimental-wasm-relaxed-simd), wasm-node-threads and wasm-node-threads-relaxed (the
+# threads modules on --threads worker threads, prefill and decode), component, and component-epochs (the component
 # compiled with wasmtime's epoch checks, `--component-epochs`: what mid-call cancellation costs).
 #
-# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N] [--surfaces native,wasm-node,wasm-node-relaxed,wasm-node-threads,component]
+# Usage: benches/run.sh [--prefill N] [--decode N] [--threads N]
+#                       [--surfaces native,wasm-node,wasm-node-relaxed,wasm-node-threads,wasm-node-threads-relaxed,component]
 #                       [--moe] [--json-schema FILE] [--no-record]
 # Run it on an otherwise idle machine: the figures are wall-clock speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,wasm-node-relaxed,wasm-node-threads,component moe=0 schema_args=()
+prefill=1024 decode=100 threads=$(nproc) record=1 surfaces=native,wasm-node,wasm-node-relaxed,wasm-node-threads,wasm-node-threads-relaxed,component moe=0 schema_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --surfaces) surfaces=$2; shift 2 ;;
@@ -52,14 +53,14 @@ if [ "$moe" = 1 ]; then
   model=benches/models/lfm2-8b-a1b-int4.cact
   [ -f "$model" ] || "$bin" synth --shape lfm2-8b-a1b --quant int4 -o "$model" --quiet
 fi
-if has wasm-node || has wasm-node-relaxed || has wasm-node-threads; then
+if has wasm-node || has wasm-node-relaxed || has wasm-node-threads || has wasm-node-threads-relaxed; then
   [ -f npm/dist/node.js ] && [ -f npm/wasm/saguaro_wasm_bg.wasm ] && [ -f npm/wasm/saguaro_wasm_relaxed_bg.wasm ] \
-    && [ -f npm/wasm/saguaro_wasm_threads_bg.wasm ] \
+    && [ -f npm/wasm/saguaro_wasm_threads_bg.wasm ] && [ -f npm/wasm/saguaro_wasm_threads_relaxed_bg.wasm ] \
     || ./scripts/build-npm.sh >&2
 fi
 # The relaxed-simd module: Node 20 validates it only behind a V8 flag (later Nodes ship it).
 relaxed_flags=()
-if has wasm-node-relaxed && node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then
+if { has wasm-node-relaxed || has wasm-node-threads-relaxed; } && node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then
   relaxed_flags=(--experimental-wasm-relaxed-simd)
 fi
 component_args=()
@@ -84,6 +85,9 @@ for model in "${models[@]}"; do
   fi
   if has wasm-node-threads; then
     results+=("$(SAGUARO_WASM_MODULE=threads SAGUARO_WASM_THREADS="$threads" node benches/wasm-node.mjs "$model" "$prefill" "$decode")")
+  fi
+  if has wasm-node-threads-relaxed; then
+    results+=("$(SAGUARO_WASM_MODULE=threads-relaxed SAGUARO_WASM_THREADS="$threads" node ${relaxed_flags[@]+"${relaxed_flags[@]}"} benches/wasm-node.mjs "$model" "$prefill" "$decode")")
   fi
   if has component; then
     results+=("$("$bin" bench --model "$model" --prefill "$prefill" --decode "$decode" "${component_args[@]}" --json)")

@@ -8,25 +8,30 @@
 // greedy tokens one at a time. `generateTokens` calls back synchronously after each token, so
 // the timestamps split prefill from decode inside one call.
 //
-// SAGUARO_WASM_MODULE=plain | relaxed | threads loads that module (saguaro_wasm_bg.wasm,
-// saguaro_wasm_relaxed_bg.wasm or saguaro_wasm_threads_bg.wasm) whatever the runtime supports;
+// SAGUARO_WASM_MODULE=plain | relaxed | threads | threads-relaxed loads that module
+// (saguaro_wasm_bg.wasm, _relaxed_bg, _threads_bg or _threads_relaxed_bg) whatever the runtime supports;
 // unset, the package chooses. The threads module runs SAGUARO_WASM_THREADS threads (default 2)
 // for prefill and decode (worker_threads on one shared memory); the others one.
 import { readFile } from 'node:fs/promises';
 import { init, memoryBytes, Model, relaxedSimd, threadCount } from '../npm/dist/node.js';
 
 const which = process.env.SAGUARO_WASM_MODULE;
-if (which === 'relaxed' && !relaxedSimd()) {
+if ((which === 'relaxed' || which === 'threads-relaxed') && !relaxedSimd()) {
   console.error('wasm-node: this Node has no relaxed-simd (Node 20: --experimental-wasm-relaxed-simd)');
   process.exit(1);
 }
-const files = { plain: 'saguaro_wasm_bg.wasm', relaxed: 'saguaro_wasm_relaxed_bg.wasm', threads: 'saguaro_wasm_threads_bg.wasm' };
+const files = {
+  plain: 'saguaro_wasm_bg.wasm',
+  relaxed: 'saguaro_wasm_relaxed_bg.wasm',
+  threads: 'saguaro_wasm_threads_bg.wasm',
+  'threads-relaxed': 'saguaro_wasm_threads_relaxed_bg.wasm',
+};
 if (which !== undefined) {
   if (!(which in files)) {
-    console.error(`wasm-node: SAGUARO_WASM_MODULE must be plain, relaxed or threads, not ${which}`);
+    console.error(`wasm-node: SAGUARO_WASM_MODULE must be plain, relaxed, threads or threads-relaxed, not ${which}`);
     process.exit(2);
   }
-  const threads = which === 'threads' ? Number(process.env.SAGUARO_WASM_THREADS ?? 2) : 1;
+  const threads = which.startsWith('threads') ? Number(process.env.SAGUARO_WASM_THREADS ?? 2) : 1;
   await init(readFile(new URL(`../npm/wasm/${files[which]}`, import.meta.url)), { threads });
 }
 
@@ -58,7 +63,7 @@ const decodeSecs = (stamps[stamps.length - 1] - stamps[0]) / 1000;
 
 console.log(JSON.stringify({
   model: path,
-  surface: threadCount() > 1 ? 'wasm-node-threads' : model.info.kernels === 'simd128+relaxed' ? 'wasm-node-relaxed' : 'wasm-node',
+  surface: (threadCount() > 1 ? 'wasm-node-threads' : 'wasm-node') + (model.info.kernels === 'simd128+relaxed' ? '-relaxed' : ''),
   kernels: model.info.kernels,
   node: process.version,
   prefill_threads: model.info.threads,

@@ -4,9 +4,10 @@
 # TypeScript, and `npm pack` into npm/pack/ (or $SAGUARO_NPM_PACK_DIR).
 # Two wasm files share one glue: saguaro_wasm_bg.wasm (simd128) and saguaro_wasm_relaxed_bg.wasm
 # (the engine's relaxed-simd feature: 8-bit dot products in the INT4 GEMM), which the package
-# loads where the runtime validates relaxed-simd (npm/src/core.ts). A third, with its own glue,
-# saguaro_wasm_threads_bg.wasm / saguaro_wasm_threads.js, has shared memory (the atomics
-# feature) and runs its work on Web Workers or Node worker threads (wasm/src/web/threads.rs).
+# loads where the runtime validates relaxed-simd (npm/src/core.ts). Two more share another glue,
+# saguaro_wasm_threads.js: saguaro_wasm_threads_bg.wasm and saguaro_wasm_threads_relaxed_bg.wasm
+# have shared memory (the atomics feature) and run their work on Web Workers or Node worker
+# threads (wasm/src/web/threads.rs).
 # Installs what it needs first (idempotent): the rustup target and rust-src, wasm-bindgen-cli,
 # npm devDependencies.
 # Prints the tarball's path on the last line.
@@ -56,10 +57,20 @@ threads_flags=(-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals
   -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296
   -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align
   -C link-arg=--export=__tls_base)
-RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${threads_flags[*]}" \
-  cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown \
-  -Zbuild-std=panic_abort,std --target-dir "$target_dir/wasm-threads" >&2
-wasm_threads_in="$target_dir/wasm-threads/wasm32-unknown-unknown/wasm-release/saguaro_wasm.wasm"
+build_threads() { # [cargo flags]
+  RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${threads_flags[*]}" \
+    cargo build --profile wasm-release --locked -p saguaro-wasm --target wasm32-unknown-unknown \
+    -Zbuild-std=panic_abort,std --target-dir "$target_dir/wasm-threads" "$@" >&2
+}
+# Twice, as the single-thread modules: without and with relaxed-simd (only the engine and this
+# crate build again; std and the other crates are shared).
+threads_out="$target_dir/wasm-threads/wasm32-unknown-unknown/wasm-release/saguaro_wasm.wasm"
+wasm_threads_in="$target_dir/wasm-threads/plain.wasm"
+wasm_threads_relaxed_in="$target_dir/wasm-threads/relaxed.wasm"
+build_threads --features relaxed-simd
+cp "$threads_out" "$wasm_threads_relaxed_in"
+build_threads
+cp "$threads_out" "$wasm_threads_in"
 
 step "wasm-bindgen (the CLI at the Cargo.lock version)"
 lock_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
@@ -82,6 +93,11 @@ mkdir -p "$glue-threads"
 wasm-bindgen --target web --out-dir "$glue-threads" --out-name saguaro_wasm_threads "$wasm_threads_in" >&2
 grep -q 'shared: *true' "$glue-threads/saguaro_wasm_threads.js" \
   || { echo "build-npm: the threads build's glue makes no shared memory (were the atomics flags applied?)" >&2; exit 1; }
+rm -rf "$glue-threads-relaxed"
+mkdir -p "$glue-threads-relaxed"
+wasm-bindgen --target web --out-dir "$glue-threads-relaxed" --out-name saguaro_wasm_threads "$wasm_threads_relaxed_in" >&2
+cmp -s "$glue-threads/saguaro_wasm_threads.js" "$glue-threads-relaxed/saguaro_wasm_threads.js" \
+  || { echo "build-npm: the relaxed threads build's wasm-bindgen glue differs from the threads one's" >&2; exit 1; }
 # One glue serves both single-thread modules: the builds differ only inside the GEMM, never in what they
 # import or export.
 cmp -s "$glue/saguaro_wasm.js" "$glue-relaxed/saguaro_wasm.js" \
@@ -124,27 +140,32 @@ optimize "$glue/saguaro_wasm_bg.wasm" wasm/saguaro_wasm_bg.wasm
 # plain build, so they are put back (binaryen's text round trip), and the optimized module
 # must hold no relaxed instruction but the dot product, whose use is exact (engine/src/
 # kernels/simd128/relaxed.rs).
-dis="$target_dir/npm-relaxed/relaxed.wat"
-./node_modules/.bin/wasm-dis "$glue-relaxed/saguaro_wasm_bg.wasm" -o "$dis"
-sed -i -e 's/f32x4\.relaxed_max/f32x4.pmax/g' -e 's/f32x4\.relaxed_min/f32x4.pmin/g' \
-  -e 's/f64x2\.relaxed_max/f64x2.pmax/g' -e 's/f64x2\.relaxed_min/f64x2.pmin/g' "$dis"
-./node_modules/.bin/wasm-as "${features[@]}" --enable-relaxed-simd "$dis" -o "$target_dir/npm-relaxed/restored.wasm"
-rm -f "$dis"
-optimize "$target_dir/npm-relaxed/restored.wasm" wasm/saguaro_wasm_relaxed_bg.wasm --enable-relaxed-simd
-others=$(./node_modules/.bin/wasm-dis wasm/saguaro_wasm_relaxed_bg.wasm | grep -o '[a-z0-9]*\.relaxed_[a-z0-9_]*' | sort | uniq -c \
-  | grep -v ' i16x8\.relaxed_dot_i8x16_i7x16_s$' || true)
-if [ -n "$others" ]; then
-  echo "build-npm: the relaxed module holds relaxed instructions other than the dot product:" >&2
-  echo "$others" >&2
-  exit 1
-fi
-# The threads module (its atomics are wasm's threads proposal).
+# relaxed_module IN OUT [extra features]: the rewrite, wasm-opt and the check.
+relaxed_module() {
+  local dis="$target_dir/npm-relaxed/$(basename "$2" .wasm).wat" restored="$target_dir/npm-relaxed/$(basename "$2" .wasm).restored.wasm" others
+  ./node_modules/.bin/wasm-dis "$1" -o "$dis"
+  sed -i -e 's/f32x4\.relaxed_max/f32x4.pmax/g' -e 's/f32x4\.relaxed_min/f32x4.pmin/g' \
+    -e 's/f64x2\.relaxed_max/f64x2.pmax/g' -e 's/f64x2\.relaxed_min/f64x2.pmin/g' "$dis"
+  ./node_modules/.bin/wasm-as "${features[@]}" --enable-relaxed-simd "${@:3}" "$dis" -o "$restored"
+  rm -f "$dis"
+  optimize "$restored" "$2" --enable-relaxed-simd "${@:3}"
+  others=$(./node_modules/.bin/wasm-dis "$2" | grep -o '[a-z0-9]*\.relaxed_[a-z0-9_]*' | sort | uniq -c \
+    | grep -v ' i16x8\.relaxed_dot_i8x16_i7x16_s$' || true)
+  if [ -n "$others" ]; then
+    echo "build-npm: $2 holds relaxed instructions other than the dot product:" >&2
+    echo "$others" >&2
+    exit 1
+  fi
+}
+relaxed_module "$glue-relaxed/saguaro_wasm_bg.wasm" wasm/saguaro_wasm_relaxed_bg.wasm
+# The threads modules (their atomics are wasm's threads proposal).
 optimize "$glue-threads/saguaro_wasm_threads_bg.wasm" wasm/saguaro_wasm_threads_bg.wasm --enable-threads
+relaxed_module "$glue-threads-relaxed/saguaro_wasm_threads_bg.wasm" wasm/saguaro_wasm_threads_relaxed_bg.wasm --enable-threads
 # Drop the cache entries of earlier inputs.
 for f in "$cache"/*.wasm; do
   case " ${kept[*]} " in *" $f "*) ;; *) rm -f "$f" ;; esac
 done
-for f in saguaro_wasm_bg.wasm saguaro_wasm_relaxed_bg.wasm saguaro_wasm_threads_bg.wasm; do
+for f in saguaro_wasm_bg.wasm saguaro_wasm_relaxed_bg.wasm saguaro_wasm_threads_bg.wasm saguaro_wasm_threads_relaxed_bg.wasm; do
   raw=$(wc -c < "wasm/$f")
   gz=$(gzip -9 -c "wasm/$f" | wc -c)
   echo "$f: $raw bytes ($(awk "BEGIN {printf \"%.2f\", $raw / 1048576}") MiB), gzip -9: $gz bytes ($(awk "BEGIN {printf \"%.2f\", $gz / 1048576}") MiB)" >&2

@@ -7,8 +7,8 @@
 # Ends with `test result: ok. N passed; M failed` (or FAILED) and a non-zero status on failure.
 #
 # Usage: ./scripts/test-npm.sh            the package tests (about a minute after a build), once
-#                                         per wasm module: simd128, relaxed-simd (Node 20 gets
-#                                         its flag), threads (2 worker threads)
+#                                         per wasm module: simd128 and relaxed-simd (Node 20 gets
+#                                         its flag), each on one thread and on 2 worker threads
 #        ./scripts/test-npm.sh --big      the memory check: an LFM2-350M-shaped int8 model
 #                                         (about 380 MB, `saguaro synth`, kept in the target
 #                                         folder) loads and runs in wasm32 in Node
@@ -123,7 +123,7 @@ else
   convert bf16-convbias int4
   convert moe-e4k2 int8
   convert moe-e6k3 int4
-  tests=(load.test.mjs native.test.mjs chat.test.mjs errors.test.mjs)
+  tests=(load.test.mjs native.test.mjs chat.test.mjs errors.test.mjs threads.test.mjs)
 fi
 
 step "install the tarball into a new folder"
@@ -156,9 +156,9 @@ run_pass() {
   fi
 }
 
-# The package has three modules (npm/src/core.ts): simd128 and relaxed-simd on one thread, and
-# the threads build (worker_threads on one shared memory). The package tests run on each; the
-# model tests (--big, --real, --gemma) on the threads build, which the package picks in Node
+# The package has four modules (npm/src/core.ts): simd128 and relaxed-simd, each on one thread
+# and as a threads build (worker_threads on one shared memory). The package tests run on each;
+# the model tests (--big, --real, --gemma) on the threads build, which the package picks in Node
 # where there are cores (SAGUARO_WASM_THREADS picks the count here, whatever the machine has).
 if [ "$big$real$gemma" = 000 ]; then
   run_pass "the simd128 module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1
@@ -170,6 +170,7 @@ if [ "$big$real$gemma" = 000 ]; then
   fi
   if [ ${#relaxed_flags[@]} -gt 0 ] || node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
     run_pass "the relaxed-simd module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1 SAGUARO_EXPECT_RELAXED=1 -- "${relaxed_flags[@]}"
+    run_pass "the relaxed-simd threads module, 2 threads" SAGUARO_WASM_THREADS=2 SAGUARO_EXPECT_THREADS=2 SAGUARO_EXPECT_RELAXED=1 -- "${relaxed_flags[@]}"
   fi
   run_pass "the threads module, 2 threads" SAGUARO_WASM_THREADS=2 SAGUARO_EXPECT_THREADS=2
 else

@@ -51,11 +51,11 @@ SAGUARO_WASM_RELAXED=1 ./scripts/test-wasm-kernels.sh 2>&1 | tee -a "$log"
 step "fuzz targets: a ${SAGUARO_FUZZ_SECONDS:-20} s smoke run each from the committed seeds (cargo-fuzz)"
 ./scripts/test-fuzz.sh 2>&1 | tee -a "$log"
 
-step "npm package: build (wasm-bindgen, wasm-opt, TypeScript, npm pack)"
+step "npm package: build (four wasm modules: simd128 and relaxed-simd, each single-thread and threads; wasm-bindgen, wasm-opt, TypeScript, npm pack)"
 tarball=$(./scripts/build-npm.sh | tail -n 1)
 export SAGUARO_NPM_TARBALL="$tarball"
 
-step "npm package in Node (installed from the tarball): against the native CLI"
+step "npm package in Node (installed from the tarball), once per wasm module: against the native CLI"
 ./scripts/test-npm.sh --no-build 2>&1 | tee -a "$log"
 
 step "npm package in Node: an LFM2-350M-shaped int8 model (~380 MB) in wasm32"
@@ -70,7 +70,7 @@ export SAGUARO_REAL_INT8
 step "real text: Gemma 3 270M (pip, Q4_K_M) in wasm (Node) against native"
 ./scripts/test-npm.sh --no-build --gemma 2>&1 | tee -a "$log"
 
-step "npm package in headless Chromium (worker, example app): against the native CLI"
+step "npm package in headless Chromium (worker, example app, threads on a cross-origin isolated page): against the native CLI"
 ./scripts/test-browser.sh 2>&1 | tee -a "$log"
 
 step "the component transpiled by jco, in Node: against the native CLI"

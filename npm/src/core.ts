@@ -94,9 +94,10 @@ export type WasmSource = string | URL | BufferSource | WebAssembly.Module | glob
  * - `relaxed`: one thread, with relaxed-simd dot products in the INT4 matrix products
  *   (`saguaro_wasm_relaxed_bg.wasm`);
  * - `threads`: shared memory, its work split across Web Workers or Node worker threads
- *   (`saguaro_wasm_threads_bg.wasm`, with its own glue `saguaro_wasm_threads.js`).
+ *   (`saguaro_wasm_threads_bg.wasm`, with its own glue `saguaro_wasm_threads.js`);
+ * - `threads-relaxed`: the same with relaxed-simd (`saguaro_wasm_threads_relaxed_bg.wasm`).
  */
-export type WasmKind = 'simd128' | 'relaxed' | 'threads';
+export type WasmKind = 'simd128' | 'relaxed' | 'threads' | 'threads-relaxed';
 
 /** A started thread: a Web Worker or a Node worker thread running thread-worker.js. @internal */
 export interface ThreadWorker {
@@ -163,9 +164,9 @@ const RELAXED_PROBE = new Uint8Array([
 ]);
 
 /**
- * Whether the runtime has WebAssembly relaxed-simd, so the package can load its relaxed module
- * (`saguaro_wasm_relaxed_bg.wasm`: 8-bit dot products in the INT4 matrix products, about 1.45x
- * the INT4 prefill speed on one thread). All modules give the same bits: the dot products are
+ * Whether the runtime has WebAssembly relaxed-simd, so the package can load a relaxed module
+ * (`saguaro_wasm_relaxed_bg.wasm`, or `saguaro_wasm_threads_relaxed_bg.wasm` with threads: 8-bit
+ * dot products in the INT4 matrix products, about 1.45x the INT4 prefill speed). All modules give the same bits: the dot products are
  * used only where every runtime computes the same exact integers. `kernels` in `model.info`
  * says which one runs (`simd128+relaxed` or `simd128`).
  */
@@ -256,7 +257,8 @@ export function init(source?: WasmSource | Promise<WasmSource>, options: InitOpt
   if (!ready) {
     ready = (async () => {
       let threads = chooseThreads(options.threads);
-      let kind: WasmKind = threads > 1 ? 'threads' : relaxedSimd() ? 'relaxed' : 'simd128';
+      const relaxed = relaxedSimd();
+      let kind: WasmKind = threads > 1 ? (relaxed ? 'threads-relaxed' : 'threads') : relaxed ? 'relaxed' : 'simd128';
       let g: Glue;
       try {
         let input: WasmSource | undefined;
@@ -271,13 +273,13 @@ export function init(source?: WasmSource | Promise<WasmSource>, options: InitOpt
             }
             threads = 1;
           }
-          // (A single-thread module is plain or relaxed: one glue serves both.)
+          // (Plain or relaxed: the glue is the same.)
           kind = shared ? 'threads' : 'simd128';
           input = module;
         } else {
           input = await platform?.wasm(kind);
         }
-        g = kind === 'threads' ? ((await import('../wasm/saguaro_wasm_threads.js')) as unknown as Glue) : singleThreadGlue;
+        g = kind.startsWith('threads') ? ((await import('../wasm/saguaro_wasm_threads.js')) as unknown as Glue) : singleThreadGlue;
         // Without an entry point's answer, the glue finds the file next to itself.
         await g.default(input === undefined ? undefined : { module_or_path: input });
       } catch (e) {

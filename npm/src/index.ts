@@ -1,8 +1,8 @@
 // Browsers and Web Workers (and the default for bundlers): the WebAssembly module is fetched
 // from the package's own folder, next to this file's (wasm/saguaro_wasm_bg.wasm, or
-// wasm/saguaro_wasm_relaxed_bg.wasm where the runtime has relaxed-simd, or
-// wasm/saguaro_wasm_threads_bg.wasm with threads: Web Workers running dist/thread-worker.js,
-// where the page is cross-origin isolated and the model runs in a worker).
+// wasm/saguaro_wasm_relaxed_bg.wasm where the runtime has relaxed-simd, or with threads
+// wasm/saguaro_wasm_threads_bg.wasm / _threads_relaxed_bg.wasm: Web Workers running
+// dist/thread-worker.js, where the page is cross-origin isolated and the model runs in a worker).
 //
 //   import { Model } from '@saguaro/llm';
 //   const model = await Model.load('/models/lfm2-350m-int8.cact', { onProgress, cache: true });
@@ -17,6 +17,7 @@ const wasmFiles = {
   simd128: () => new URL('../wasm/saguaro_wasm_bg.wasm', import.meta.url),
   relaxed: () => new URL('../wasm/saguaro_wasm_relaxed_bg.wasm', import.meta.url),
   threads: () => new URL('../wasm/saguaro_wasm_threads_bg.wasm', import.meta.url),
+  'threads-relaxed': () => new URL('../wasm/saguaro_wasm_threads_relaxed_bg.wasm', import.meta.url),
 };
 
 setPlatform({

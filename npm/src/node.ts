@@ -50,10 +50,23 @@ async function openFile(path: string): Promise<LocalFile> {
   }
 }
 
+/**
+ * The thread workers' Node options: inherited (the default), unless the process was started with
+ * options that say what its main script is (`node --input-type=module -e ...`, `node --test`),
+ * which would make a worker fail to start: then none. A thread only loads this package's files,
+ * and V8's flags (the wasm ones among them) are process-wide, so it needs none of them; Node
+ * rejects V8 flags in a worker's explicit execArgv anyway.
+ */
+function workerExecArgv(): string[] | undefined {
+  const scriptOptions = /^(--input-type|--eval|-e|--print|-p|--test)(=|-|$)/;
+  return process.execArgv.some((a) => scriptOptions.test(a)) ? [] : undefined;
+}
+
 const wasmFiles = {
   simd128: '../wasm/saguaro_wasm_bg.wasm',
   relaxed: '../wasm/saguaro_wasm_relaxed_bg.wasm',
   threads: '../wasm/saguaro_wasm_threads_bg.wasm',
+  'threads-relaxed': '../wasm/saguaro_wasm_threads_relaxed_bg.wasm',
 };
 
 setPlatform({
@@ -64,7 +77,8 @@ setPlatform({
     return path === null ? null : openFile(path);
   },
   spawnThread: () => {
-    const worker = new Worker(new URL('./thread-worker-node.js', import.meta.url), { name: 'saguaro-thread' });
+    const execArgv = workerExecArgv();
+    const worker = new Worker(new URL('./thread-worker-node.js', import.meta.url), { name: 'saguaro-thread', ...(execArgv ? { execArgv } : {}) });
     return {
       postMessage: (m) => worker.postMessage(m),
       onMessage: (f) => worker.on('message', f),

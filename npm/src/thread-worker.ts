@@ -20,10 +20,9 @@ export function serveThread(msg: ThreadStart, reply: (message: unknown) => void)
     return;
   }
   reply({ saguaroThread: 'serving' });
-  if (!threadWorkerRun()) {
-    // More workers than the pool asked for: nothing to serve.
-    return;
-  }
+  // Returns when the pool ends, or at once when no worker was waiting (more threads started
+  // than the pool asked for). Either way this thread has nothing more to do.
+  threadWorkerRun();
 }
 
 function isStart(data: unknown): data is ThreadStart {
@@ -35,9 +34,12 @@ const scope = globalThis as unknown as {
   DedicatedWorkerGlobalScope?: abstract new () => unknown;
   addEventListener?: (type: 'message', listener: (event: MessageEvent) => void) => void;
   postMessage?: (message: unknown) => void;
+  close?: () => void;
 };
 if (typeof scope.DedicatedWorkerGlobalScope === 'function' && globalThis instanceof scope.DedicatedWorkerGlobalScope) {
   scope.addEventListener?.('message', (event: MessageEvent) => {
-    if (isStart(event.data)) serveThread(event.data, (m) => scope.postMessage?.(m));
+    if (!isStart(event.data)) return;
+    serveThread(event.data, (m) => scope.postMessage?.(m));
+    scope.close?.();
   });
 }

@@ -12,6 +12,10 @@
 //!
 //! In the other builds (no `atomics`) these exports exist too, so all builds share one API:
 //! `threadsSupported()` is false and `startThreads(n > 1)` is an error.
+//!
+//! wasm32 aborts on panic: a task that panicked on a worker would trap that worker and leave the
+//! job unfinished. The engine's tasks do not panic on any input (model files are validated at
+//! load; docs/design.md §Errors), which is what makes the pool safe to use here.
 
 use wasm_bindgen::prelude::*;
 

@@ -1,0 +1,53 @@
+// Thread counts the test passes do not run (scripts/test-npm.sh runs the package tests on 1 and
+// 2 threads): a child process on the threads module with 3 and 4 threads (more threads than
+// this machine may have cores; tasks are split differently for each count) must give the native
+// CLI's logits and tokens, dense and MoE, int8 and int4.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+
+import { assertSameBits, cliGenerate, cliLogits, model } from './helpers.mjs';
+
+const MODELS = ['realistic-hybrid-int4.cact', 'conv-heavy-int8.cact', 'moe-e6k3-int4.cact', 'moe-e4k2-int8.cact'];
+const IDS = [1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12, 3, 3, 14, 2, 9, 1, 7, 5];
+
+// Loads each model in a fresh Node process with SAGUARO_WASM_THREADS=threads and prints its
+// thread count, logits (as bits) and greedy tokens.
+const CHILD = `
+import { Model, threadCount } from '@saguaro/llm';
+const [ids, ...paths] = JSON.parse(process.argv[1]);
+const out = [];
+for (const path of paths) {
+  const m = await Model.load(path);
+  const logits = m.logits(ids);
+  out.push({ threads: m.info.threads, logits: Buffer.from(logits.buffer, logits.byteOffset, logits.byteLength).toString('base64'), tokens: [...m.generateTokens(ids, { maxTokens: 12 })] });
+  m.free();
+}
+console.log(JSON.stringify({ running: threadCount(), out }));
+`;
+
+// Once per test-npm.sh run: in its threads pass (the child processes do not depend on the pass).
+const skip = process.env.SAGUARO_EXPECT_THREADS !== undefined && Number(process.env.SAGUARO_EXPECT_THREADS) < 2;
+
+describe('threads module on more threads', () => {
+  for (const threads of [3, 4]) {
+    test(`${threads} threads: logits and tokens equal native`, { skip }, () => {
+      const paths = MODELS.map(model);
+      const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', CHILD, JSON.stringify([IDS, ...paths])], {
+        env: { ...process.env, SAGUARO_WASM_THREADS: String(threads) },
+        encoding: 'utf8',
+        maxBuffer: 1 << 28,
+      });
+      const got = JSON.parse(stdout);
+      assert.equal(got.running, threads);
+      for (const [i, path] of paths.entries()) {
+        const r = got.out[i];
+        assert.equal(r.threads, threads, path);
+        const buf = Buffer.from(r.logits, 'base64');
+        const logits = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+        assertSameBits(logits, cliLogits(path, IDS), `${MODELS[i]} logits on ${threads} threads`);
+        assert.deepEqual(r.tokens, cliGenerate(path, IDS, { maxTokens: 12 }), `${MODELS[i]} tokens on ${threads} threads`);
+      }
+    });
+  }
+});
