@@ -209,6 +209,7 @@ for n in names:
     rows.append((f"native prefill {prefill}, 2 threads (tok/s){mark}", n, sg(n, "prefill_tps", "prefill"), lc(n, 2, prefill, 0), 2.0))
 kernels = next((r["kernels"] for r in native if r["engine"] == "saguaro"), "?")
 wasm_kernels = next((r.get("kernels") for r in browser if r["engine"] == "saguaro"), "?")
+wasm2_kernels = next((r.get("kernels") for r in browser2 if r["engine"] == "saguaro"), "?")
 for n in names:
     if not any(os.path.basename(r["gguf"]).startswith(n + ".") for r in browser):
         continue
@@ -242,7 +243,7 @@ lines = [
     f"and `--prefill 64 --decode {decode} --decode-threads 1|2` (kernels {kernels}): decode from an empty context (llama.cpp, after its warm-up run) and after a 64-token prompt (Saguaro); "
     f"† llama-bench's batched prefill crashed (SIGSEGV) with its default weight repacking, so it ran with `--repack 0`. Wasm ({chromium}, headless, one "
     f"thread, no cross-origin isolation; then 2 threads on cross-origin isolated pages, each engine's thread build: Saguaro's model in a worker): "
-    f"wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}; threads: simd128), prompt {wprefill}, "
+    f"wllama 3.13.0 against Saguaro's npm package ({wasm_kernels}; on 2 threads {wasm2_kernels}), prompt {wprefill}, "
     f"decode {wdecode}. Models: random weights, `benches/llamacpp/make_gguf.py` GGUFs and their `saguaro convert` .cact "
     f"(Q8_0 to int8, Q4_0 to int4, the same weights). ✓ / ✗: the issue's target for the row.\n",
     "| measure | model | Saguaro | peer | Saguaro / peer |",
