@@ -166,9 +166,10 @@ const RELAXED_PROBE = new Uint8Array([
 /**
  * Whether the runtime has WebAssembly relaxed-simd, so the package can load a relaxed module
  * (`saguaro_wasm_relaxed_bg.wasm`, or `saguaro_wasm_threads_relaxed_bg.wasm` with threads: 8-bit
- * dot products in the INT4 matrix products, about 1.45x the INT4 prefill speed). All modules give the same bits: the dot products are
- * used only where every runtime computes the same exact integers. `kernels` in `model.info`
- * says which one runs (`simd128+relaxed` or `simd128`).
+ * dot products in the INT4 matrix products, about 1.45x the INT4 prefill speed). All modules
+ * give the same bits: the dot products are used only where every runtime computes the same
+ * exact integers. `kernels` in `model.info` says which one runs (`simd128+relaxed` or
+ * `simd128`).
  */
 export function relaxedSimd(): boolean {
   try {

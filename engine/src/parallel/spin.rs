@@ -230,7 +230,9 @@ impl Drop for SpinPool {
     }
 }
 
-#[cfg(test)]
+// The tests start std threads, which wasm32 (where the engine's suite also runs, under Node's
+// WASI) cannot: the wasm pool is tested through the npm package (Node worker_threads, Chromium).
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
     use crate::Error;
