@@ -131,6 +131,8 @@ export interface Platform {
   cores?(): number;
   /** The thread count asked for by the environment (Node: SAGUARO_WASM_THREADS), if any. */
   threadsFromEnv?(): number | 'auto' | undefined;
+  /** Why this process may not start threads (Node's permission model), or null. */
+  threadsForbidden?(): string | null;
 }
 
 let platform: Platform | undefined;
@@ -184,7 +186,8 @@ export function relaxedSimd(): boolean {
  * SharedArrayBuffer (browsers give it only to cross-origin isolated pages: serve the page with
  * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`),
  * a thread that may block (a Web Worker, e.g. WorkerModel's, or Node; not a page's main
- * thread) and an entry point that can start threads.
+ * thread) and an entry point that can start threads (in Node, one the permission model lets
+ * start worker threads).
  */
 export function threadsUnavailable(): string | null {
   const g = globalThis as { crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown };
@@ -196,7 +199,7 @@ export function threadsUnavailable(): string | null {
     return "this thread may not block (a page's main thread): run the model in a worker (WorkerModel)";
   }
   if (!platform?.spawnThread) return 'this entry point cannot start threads';
-  return null;
+  return platform.threadsForbidden?.() ?? null;
 }
 
 /** Options of {@link init}. */

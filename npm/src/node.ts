@@ -89,6 +89,11 @@ setPlatform({
     };
   },
   cores: () => availableParallelism(),
+  threadsForbidden: () => {
+    // Node's permission model (--experimental-permission / --permission) without --allow-worker.
+    const permission = (process as { permission?: { has(scope: string): boolean } }).permission;
+    return permission && !permission.has('worker') ? "Node's permission model forbids worker threads (run with --allow-worker)" : null;
+  },
   threadsFromEnv: () => {
     const v = process.env.SAGUARO_WASM_THREADS;
     if (v === undefined || v === '' || v === 'auto') return v === 'auto' ? 'auto' : undefined;

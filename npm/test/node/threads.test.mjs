@@ -51,3 +51,37 @@ describe('threads module on more threads', () => {
     });
   }
 });
+
+describe('threads where Node forbids workers', () => {
+  // Node's permission model without --allow-worker: 'auto' runs one thread (same bits), an
+  // explicit count is an input error that says why.
+  const CHAT = model('chat-int4.cact');
+  const PROBE = `
+import { Model, threadCount, threadsUnavailable } from '@saguaro/llm';
+try {
+  const m = await Model.load(process.argv[1]);
+  const l = m.logits([1, 2, 3, 4]);
+  console.log(JSON.stringify({ running: threadCount(), why: threadsUnavailable(), logits: Buffer.from(l.buffer, l.byteOffset, l.byteLength).toString('base64') }));
+} catch (e) {
+  console.log(JSON.stringify({ error: { code: e.code, message: e.message }, why: threadsUnavailable() }));
+}
+`;
+  const run = (threads) => {
+    const env = { ...process.env };
+    delete env.SAGUARO_WASM_THREADS;
+    if (threads !== undefined) env.SAGUARO_WASM_THREADS = String(threads);
+    const args = ['--no-warnings', '--experimental-permission', '--allow-fs-read=*', '--input-type=module', '-e', PROBE, CHAT];
+    return JSON.parse(execFileSync(process.execPath, args, { env, encoding: 'utf8' }));
+  };
+  test("'auto' falls back to one thread with the native bits; 2 threads is an input error", () => {
+    const auto = run(undefined);
+    assert.equal(auto.running, 1, JSON.stringify(auto));
+    assert.match(auto.why, /permission/);
+    const buf = Buffer.from(auto.logits, 'base64');
+    assertSameBits(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)), cliLogits(CHAT, [1, 2, 3, 4]), 'logits');
+    const two = run(2);
+    assert.equal(two.error?.code, 'input', JSON.stringify(two));
+    assert.match(two.error.message, /permission/);
+  });
+});
+
