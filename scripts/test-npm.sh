@@ -162,13 +162,16 @@ run_pass() {
 # where there are cores (SAGUARO_WASM_THREADS picks the count here, whatever the machine has).
 if [ "$big$real$gemma" = 000 ]; then
   run_pass "the simd128 module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1
-  # Node 20 has relaxed-simd behind a V8 flag; a Node that ships it needs none.
-  relaxed_flags=()
-  if node --experimental-wasm-relaxed-simd -e 0 2>/dev/null \
-     && ! node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
-    relaxed_flags=(--experimental-wasm-relaxed-simd)
+  # Node 20 has relaxed-simd behind a V8 flag; a Node that ships it needs none. The probe is
+  # core.ts's RELAXED_PROBE.
+  probe='process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'
+  relaxed=0 relaxed_flags=()
+  if node -e "$probe" 2>/dev/null; then
+    relaxed=1
+  elif node --experimental-wasm-relaxed-simd -e "$probe" 2>/dev/null; then
+    relaxed=1 relaxed_flags=(--experimental-wasm-relaxed-simd)
   fi
-  if [ ${#relaxed_flags[@]} -gt 0 ] || node -e 'process.exit(WebAssembly.validate(new Uint8Array([0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,43,1,41,0,253,12,...Array(16).fill(0),253,12,...Array(16).fill(0),253,146,2,11])) ? 0 : 1)'; then
+  if [ "$relaxed" = 1 ]; then
     run_pass "the relaxed-simd module, one thread" SAGUARO_WASM_THREADS=1 SAGUARO_EXPECT_THREADS=1 SAGUARO_EXPECT_RELAXED=1 -- "${relaxed_flags[@]}"
     run_pass "the relaxed-simd threads module, 2 threads" SAGUARO_WASM_THREADS=2 SAGUARO_EXPECT_THREADS=2 SAGUARO_EXPECT_RELAXED=1 -- "${relaxed_flags[@]}"
   fi
